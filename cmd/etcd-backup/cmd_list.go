@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/etcd-backup/etcd-backup/internal/format"
+)
+
+type listOptions struct {
+	JSON   bool
+	Member string
+}
+
+func (o *listOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.JSON, "json", false, "print a JSON array of backups")
+	fs.StringVar(&o.Member, "from-member", "", "only backups taken from this member name")
+}
+
+func newListCommand(g *Globals) *cobra.Command {
+	var o listOptions
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the backups in the repository, newest first",
+		Long: `List the backups of --cluster in --repo, newest first: ID, time, revision,
+member, raw and stored size, etcd version. A manifest that fails its
+checksum is listed as DAMAGED and never used by 'restore latest'.`,
+		Example: `  etcd-backup list --repo /var/backups/etcd
+  etcd-backup list --repo s3://backups/etcd --cluster prod --json | jq -r '.[0].id'`,
+		Args: maxArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error { return runList(cmd.Context(), g, &o) },
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// listEntry is the JSON shape of one backup (a contract for scripts).
+type listEntry struct {
+	ID          string    `json:"id"`
+	Time        time.Time `json:"time"`
+	Revision    int64     `json:"revision"`
+	Member      string    `json:"member"`
+	MemberID    string    `json:"member_id"`
+	ClusterID   string    `json:"cluster_id"`
+	EtcdVersion string    `json:"etcd_version"`
+	Size        int64     `json:"size"`
+	StoredSize  int64     `json:"stored_size"`
+	Encrypted   bool      `json:"encrypted"`
+	Error       string    `json:"error,omitempty"`
+}
+
+func runList(ctx context.Context, g *Globals, o *listOptions) error {
+	r, err := g.openRepo(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	entries, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	out := []listEntry{}
+	for _, e := range entries {
+		if e.Err != nil {
+			if o.Member == "" {
+				t, _ := format.IDTime(e.ID)
+				out = append(out, listEntry{ID: e.ID, Time: t, Error: e.Err.Error()})
+			}
+			continue
+		}
+		m := e.M
+		if o.Member != "" && m.MemberName != o.Member {
+			continue
+		}
+		out = append(out, listEntry{ID: m.ID, Time: m.Created, Revision: m.Revision, Member: m.MemberName,
+			MemberID: m.MemberID, ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Size: m.RawSize,
+			StoredSize: m.StoredSize, Encrypted: m.Encrypted()})
+	}
+	if o.JSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(g.stderr, "no backups of cluster %q in %s\n", r.Cluster(), r.Backend().Location())
+		return nil
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tREVISION\tMEMBER\tSIZE\tSTORED\tETCD\tENCRYPTED")
+	for _, e := range out {
+		if e.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t%s\t\t\t\t\n", e.ID, e.Time.Format(time.RFC3339), e.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%v\n", e.ID, e.Time.Local().Format(time.RFC3339), e.Revision,
+			e.Member, humanize.IBytes(uint64(e.Size)), humanize.IBytes(uint64(e.StoredSize)), e.EtcdVersion, e.Encrypted)
+	}
+	return tw.Flush()
+}

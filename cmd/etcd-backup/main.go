@@ -1,0 +1,103 @@
+// Command etcd-backup backs up etcd v3 clusters to storage that outlives
+// them and restores a healthy multi-member cluster from those backups.
+//
+// This package is cobra wiring only: one file per command, and the mapping
+// from errors to the documented exit codes. It is the only caller of os.Exit.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/etcd-backup/etcd-backup/internal/datadir"
+	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/restore"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+)
+
+// Exit codes: a stable contract, listed in `etcd-backup --help`.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitNoBackup    = 3
+	exitIntegrity   = 4
+	exitKey         = 5
+	exitUnreachable = 6
+	exitInUse       = 7
+)
+
+const exitCodesHelp = `Exit codes:
+  0  success
+  1  error (storage, disk, etcd refused the request, ...)
+  2  usage: bad or missing flag, bad URL, bad peer URL
+  3  no such backup or repository
+  4  integrity failure: a checksum, size or etcd hash does not match
+  5  wrong or missing encryption key (--identity, --encrypt-to)
+  6  etcd unreachable
+  7  data dir in use by a running etcd`
+
+// usageError marks errors in the command line itself.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// classify maps an error to its exit code and a hint for the operator.
+func classify(err error) (int, string) {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, storage.ErrBadURL), errors.Is(err, restore.ErrBadSpec):
+		return exitUsage, "see 'etcd-backup <command> --help' for flags and examples"
+	case errors.Is(err, datadir.ErrInUse):
+		return exitInUse, "stop etcd on this node (systemctl stop etcd) before restoring; nothing was changed"
+	case errors.Is(err, format.ErrKey):
+		return exitKey, "restore takes an age identity file (--identity key.txt); backups take public keys (--encrypt-to age1... or --encrypt-to-file)"
+	case errors.Is(err, format.ErrIntegrity):
+		return exitIntegrity, "this backup is damaged and was not used; nothing was changed. Try another: 'etcd-backup list', then restore ID"
+	case errors.Is(err, format.ErrVersion):
+		return exitIntegrity, "this repository was written by a newer etcd-backup; upgrade etcd-backup"
+	case errors.Is(err, repo.ErrNoBackup), errors.Is(err, storage.ErrNotFound):
+		return exitNoBackup, "check --repo and --cluster, and 'etcd-backup list'"
+	case errors.Is(err, etcd.ErrUnreachable):
+		return exitUnreachable, "check --endpoints, that etcd is running, and the TLS flags (--cacert --cert --key)"
+	case errors.Is(err, context.Canceled):
+		return exitError, "interrupted"
+	}
+	return exitError, ""
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code, hint := classify(err)
+	fmt.Fprintf(stderr, "etcd-backup: error: %s\n", oneLine(err.Error()))
+	if hint != "" {
+		fmt.Fprintf(stderr, "etcd-backup: hint: %s\n", hint)
+	}
+	return code
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,161 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/version"
+)
+
+// Options for one backup.
+type Options struct {
+	Recipients []format.Recipient
+	Level      int // zstd level, 0 = fastest
+	// Endpoint forces the member to stream from; empty chooses the leader.
+	Endpoint string
+	Logger   *slog.Logger
+	// Progress, when set, is called with the raw bytes streamed so far.
+	Progress func(raw int64)
+	now      func() time.Time
+}
+
+// Run takes one full backup of the cluster behind cli into r and returns
+// its manifest. On any error nothing is published: the payload upload is
+// aborted and no manifest is written.
+func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*format.Manifest, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if opt.now != nil {
+		now = opt.now
+	}
+	ep := opt.Endpoint
+	if ep == "" {
+		src, err := cli.ChooseSnapshotSource(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ep = src.Endpoint
+	}
+	if err := r.EnsureMarker(ctx, version.Version); err != nil {
+		return nil, err
+	}
+	started := now().UTC()
+	id := format.NewID(started)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	snap, err := cli.OpenSnapshot(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	log.Info("streaming snapshot", "id", id, "endpoint", ep, "member", snap.Member.Name,
+		"leader", snap.Member.IsLeader(), "revision", snap.Revision)
+
+	encrypted := len(opt.Recipients) > 0
+	pr, pw := io.Pipe()
+	enc, err := format.NewEncoder(pw, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level})
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		sums format.Sums
+		err  error
+	}
+	produced := make(chan result, 1)
+	go func() {
+		sums, err := pump(snap, enc, opt.Progress)
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		produced <- result{sums, err}
+	}()
+	putErr := r.PutPayload(ctx, id, encrypted, pr)
+	if putErr != nil {
+		cancel() // stop the etcd stream so the producer ends
+		pr.CloseWithError(putErr)
+	}
+	res := <-produced
+	switch {
+	case res.err != nil:
+		return nil, fmt.Errorf("backup %s aborted, nothing published: %w", id, res.err)
+	case putErr != nil:
+		return nil, fmt.Errorf("backup %s: upload payload: %w", id, putErr)
+	}
+
+	m := &format.Manifest{
+		FormatVersion:  format.Version,
+		Kind:           format.KindSnapshot,
+		ID:             id,
+		Cluster:        r.Cluster(),
+		ClusterID:      etcd.HexID(snap.Member.ClusterID),
+		MemberID:       etcd.HexID(snap.Member.ID),
+		MemberName:     snap.Member.Name,
+		Endpoint:       ep,
+		EtcdVersion:    snap.Member.Version,
+		StorageVersion: snap.StorageVersion,
+		Revision:       snap.Revision,
+		StreamRevision: snap.StreamRevision,
+		RaftIndex:      snap.Member.RaftIndex,
+		RaftTerm:       snap.Member.RaftTerm,
+		Leader:         snap.Member.IsLeader(),
+		Created:        started,
+		Finished:       now().UTC(),
+		Payload:        repo.PayloadBase(id, encrypted),
+		RawSize:        res.sums.RawSize,
+		RawSHA256:      res.sums.RawSHA256,
+		StoredSize:     res.sums.StoredSize,
+		StoredSHA256:   res.sums.StoredSHA256,
+		Compression:    format.CompressionZstd,
+		Encryption:     format.EncryptionNone,
+		ToolVersion:    version.Version,
+	}
+	if encrypted {
+		m.Encryption = format.EncryptionAge
+		for _, rc := range opt.Recipients {
+			m.Recipients = append(m.Recipients, rc.Fingerprint)
+		}
+	}
+	if err := r.PutManifest(ctx, m); err != nil {
+		return nil, err
+	}
+	log.Info("backup published", "id", id, "raw_bytes", m.RawSize, "stored_bytes", m.StoredSize,
+		"seconds", m.Finished.Sub(m.Created).Seconds())
+	return m, nil
+}
+
+// pump copies the etcd stream into the encoder and closes it, which checks
+// etcd's sha256 trailer.
+func pump(src io.Reader, enc *format.Encoder, progress func(int64)) (format.Sums, error) {
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := enc.Write(buf[:n]); werr != nil {
+				return format.Sums{}, werr
+			}
+			if progress != nil {
+				progress(enc.RawBytes())
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return format.Sums{}, fmt.Errorf("read snapshot stream: %w", err)
+		}
+	}
+	return enc.Close()
+}

@@ -1,0 +1,7 @@
+// Package etcd talks to a live etcd cluster through clientv3: connection
+// flags as etcdctl has them, member status, choosing the member to stream a
+// snapshot from, and the snapshot stream itself.
+//
+// It must not import etcd's server packages (those belong to
+// internal/datadir) nor storage or repository packages.
+package etcd

@@ -1,0 +1,133 @@
+package format
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Version is the repository format version this binary writes and reads.
+const Version = 1
+
+// Kinds of manifests.
+const (
+	KindSnapshot = "snapshot"
+)
+
+// Compression and encryption names recorded in manifests.
+const (
+	CompressionZstd = "zstd"
+	EncryptionNone  = "none"
+	EncryptionAge   = "age"
+)
+
+// Manifest describes one backup. Field meanings are in docs/format.md.
+type Manifest struct {
+	FormatVersion  int       `json:"format_version"`
+	Kind           string    `json:"kind"`
+	ID             string    `json:"id"`
+	Cluster        string    `json:"cluster"`
+	ClusterID      string    `json:"cluster_id"`
+	MemberID       string    `json:"member_id"`
+	MemberName     string    `json:"member_name"`
+	Endpoint       string    `json:"endpoint"`
+	EtcdVersion    string    `json:"etcd_version"`
+	StorageVersion string    `json:"storage_version,omitempty"`
+	Revision       int64     `json:"revision"`
+	StreamRevision int64     `json:"stream_revision"`
+	RaftIndex      uint64    `json:"raft_index"`
+	RaftTerm       uint64    `json:"raft_term"`
+	Leader         bool      `json:"leader"`
+	Created        time.Time `json:"created"`
+	Finished       time.Time `json:"finished"`
+	Payload        string    `json:"payload"`
+	RawSize        int64     `json:"raw_size"`
+	RawSHA256      string    `json:"raw_sha256"`
+	StoredSize     int64     `json:"stored_size"`
+	StoredSHA256   string    `json:"stored_sha256"`
+	Compression    string    `json:"compression"`
+	Encryption     string    `json:"encryption"`
+	Recipients     []string  `json:"recipients,omitempty"`
+	ToolVersion    string    `json:"tool_version"`
+}
+
+// Encrypted reports whether the payload is an age file.
+func (m *Manifest) Encrypted() bool { return m.Encryption == EncryptionAge }
+
+const trailerPrefix = "sha256:"
+
+// Marshal encodes m as indented JSON followed by its checksum line.
+func (m *Manifest) Marshal() ([]byte, error) {
+	body, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	body = append(body, '\n')
+	sum := sha256.Sum256(body)
+	out := make([]byte, 0, len(body)+len(trailerPrefix)+65)
+	out = append(out, body...)
+	out = append(out, trailerPrefix...)
+	out = append(out, hex.EncodeToString(sum[:])...)
+	out = append(out, '\n')
+	return out, nil
+}
+
+// ParseManifest checks the checksum trailer, then the format version, then
+// decodes. Errors wrap ErrIntegrity or ErrVersion.
+func ParseManifest(b []byte) (*Manifest, error) {
+	if len(b) == 0 || b[len(b)-1] != '\n' {
+		return nil, fmt.Errorf("%w: manifest is truncated (no final newline)", ErrIntegrity)
+	}
+	i := bytes.LastIndexByte(b[:len(b)-1], '\n')
+	if i < 0 {
+		return nil, fmt.Errorf("%w: manifest has no checksum line", ErrIntegrity)
+	}
+	body, trailer := b[:i+1], string(b[i+1:len(b)-1])
+	if len(trailer) != len(trailerPrefix)+64 || trailer[:len(trailerPrefix)] != trailerPrefix {
+		return nil, fmt.Errorf("%w: manifest checksum line is malformed", ErrIntegrity)
+	}
+	want, err := hex.DecodeString(trailer[len(trailerPrefix):])
+	if err != nil {
+		return nil, fmt.Errorf("%w: manifest checksum line is malformed", ErrIntegrity)
+	}
+	got := sha256.Sum256(body)
+	if !bytes.Equal(got[:], want) {
+		return nil, fmt.Errorf("%w: manifest checksum mismatch", ErrIntegrity)
+	}
+	var probe struct {
+		FormatVersion int `json:"format_version"`
+	}
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return nil, fmt.Errorf("%w: manifest is not valid JSON: %v", ErrIntegrity, err)
+	}
+	if probe.FormatVersion != Version {
+		return nil, fmt.Errorf("%w: manifest has format version %d, this binary reads version %d (upgrade etcd-backup)", ErrVersion, probe.FormatVersion, Version)
+	}
+	var m Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%w: manifest fields: %v", ErrIntegrity, err)
+	}
+	return &m, nil
+}
+
+// RepoMarker is the content of the repository marker object.
+type RepoMarker struct {
+	FormatVersion int       `json:"format_version"`
+	Created       time.Time `json:"created"`
+	ToolVersion   string    `json:"tool_version"`
+}
+
+// ParseRepoMarker decodes a marker and refuses unknown versions.
+func ParseRepoMarker(b []byte) (*RepoMarker, error) {
+	var m RepoMarker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: repository marker is not valid JSON: %v", ErrIntegrity, err)
+	}
+	if m.FormatVersion != Version {
+		return nil, fmt.Errorf("%w: repository has format version %d, this binary reads version %d (upgrade etcd-backup)", ErrVersion, m.FormatVersion, Version)
+	}
+	return &m, nil
+}

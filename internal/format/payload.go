@@ -1,0 +1,276 @@
+package format
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+)
+
+// EtcdTrailerSize is the size of the sha256 trailer etcd appends to a
+// snapshot stream.
+const EtcdTrailerSize = sha256.Size
+
+// Sums are the sizes and checksums of one payload, as recorded in its manifest.
+type Sums struct {
+	RawSize      int64
+	RawSHA256    string
+	StoredSize   int64
+	StoredSHA256 string
+}
+
+// counter hashes and counts what passes through it.
+type counter struct {
+	h hash.Hash
+	n int64
+}
+
+func newCounter() *counter { return &counter{h: sha256.New()} }
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.h.Write(p)
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
+
+// trailerCheck hashes everything but the last EtcdTrailerSize bytes written
+// to it and keeps those last bytes, to check etcd's snapshot trailer.
+type trailerCheck struct {
+	h    hash.Hash
+	tail []byte
+}
+
+func newTrailerCheck() *trailerCheck {
+	return &trailerCheck{h: sha256.New(), tail: make([]byte, 0, 2*EtcdTrailerSize)}
+}
+
+func (t *trailerCheck) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= EtcdTrailerSize {
+		t.h.Write(t.tail)
+		t.h.Write(p[:len(p)-EtcdTrailerSize])
+		t.tail = append(t.tail[:0], p[len(p)-EtcdTrailerSize:]...)
+		return n, nil
+	}
+	t.tail = append(t.tail, p...)
+	if extra := len(t.tail) - EtcdTrailerSize; extra > 0 {
+		t.h.Write(t.tail[:extra])
+		t.tail = append(t.tail[:0], t.tail[extra:]...)
+	}
+	return n, nil
+}
+
+func (t *trailerCheck) check() error {
+	if len(t.tail) < EtcdTrailerSize {
+		return fmt.Errorf("%w: snapshot is shorter than etcd's sha256 trailer", ErrIntegrity)
+	}
+	if !bytes.Equal(t.h.Sum(nil), t.tail) {
+		return fmt.Errorf("%w: etcd's sha256 trailer does not match the snapshot data", ErrIntegrity)
+	}
+	return nil
+}
+
+// EncoderOptions tune payload encoding.
+type EncoderOptions struct {
+	Recipients []Recipient
+	// Level is the zstd level: 1 fastest … 4 best. 0 means 1.
+	Level int
+	// Concurrency is the number of zstd encoder goroutines; 0 means 2.
+	Concurrency int
+}
+
+// Encoder encodes raw etcd snapshot bytes into a stored payload. Write the
+// raw stream to it, then call Close, which flushes everything and checks
+// etcd's trailer. If Close (or any Write) fails, the stored bytes written so
+// far must be discarded.
+type Encoder struct {
+	raw     *counter
+	trailer *trailerCheck
+	stored  *counter
+	zw      *zstd.Encoder
+	aw      io.WriteCloser // nil when unencrypted
+	mw      io.Writer
+}
+
+// NewEncoder returns an Encoder writing the stored payload to w.
+func NewEncoder(w io.Writer, opt EncoderOptions) (*Encoder, error) {
+	e := &Encoder{raw: newCounter(), trailer: newTrailerCheck(), stored: newCounter()}
+	out := io.MultiWriter(w, e.stored)
+	var zdst io.Writer = out
+	if len(opt.Recipients) > 0 {
+		rs := make([]age.Recipient, len(opt.Recipients))
+		for i, r := range opt.Recipients {
+			rs[i] = r.Recipient
+		}
+		aw, err := age.Encrypt(out, rs...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: age: %v", ErrKey, err)
+		}
+		e.aw = aw
+		zdst = aw
+	}
+	level := zstd.SpeedFastest
+	if opt.Level > 1 {
+		level = zstd.EncoderLevelFromZstd(opt.Level)
+	}
+	conc := opt.Concurrency
+	if conc <= 0 {
+		conc = 2
+	}
+	zw, err := zstd.NewWriter(zdst,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(conc),
+		zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(4<<20),
+		zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	e.zw = zw
+	e.mw = io.MultiWriter(e.raw, e.trailer, zw)
+	return e, nil
+}
+
+// Write takes raw snapshot bytes.
+func (e *Encoder) Write(p []byte) (int, error) { return e.mw.Write(p) }
+
+// Close flushes the zstd and age streams and checks etcd's sha256 trailer.
+func (e *Encoder) Close() (Sums, error) {
+	if err := e.zw.Close(); err != nil {
+		return Sums{}, fmt.Errorf("zstd: %w", err)
+	}
+	if e.aw != nil {
+		if err := e.aw.Close(); err != nil {
+			return Sums{}, fmt.Errorf("age: %w", err)
+		}
+	}
+	if err := e.trailer.check(); err != nil {
+		return Sums{}, err
+	}
+	return e.Sums(), nil
+}
+
+// Sums reports the sizes and checksums so far (final after Close).
+func (e *Encoder) Sums() Sums {
+	return Sums{
+		RawSize: e.raw.n, RawSHA256: e.raw.sum(),
+		StoredSize: e.stored.n, StoredSHA256: e.stored.sum(),
+	}
+}
+
+// RawBytes reports how many raw bytes were written so far.
+func (e *Encoder) RawBytes() int64 { return e.raw.n }
+
+// Decoder reads a stored payload and yields the raw etcd snapshot bytes.
+// The bytes it returns are not trusted until Read has returned io.EOF: only
+// then have all the checks of docs/format.md "Verification" passed. Any
+// mismatch is reported, in place of io.EOF, as an error wrapping ErrIntegrity.
+type Decoder struct {
+	m       *Manifest
+	src     *countingReader
+	zr      *zstd.Decoder
+	raw     *counter
+	trailer *trailerCheck
+	done    bool
+}
+
+type countingReader struct {
+	r io.Reader
+	c *counter
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.c.Write(p[:n])
+	return n, err
+}
+
+// NewDecoder starts decoding the stored payload r described by m. For an
+// encrypted payload, identities must hold a matching key; otherwise the error
+// wraps ErrKey.
+func NewDecoder(r io.Reader, m *Manifest, identities []age.Identity) (*Decoder, error) {
+	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, raw: newCounter(), trailer: newTrailerCheck()}
+	var zsrc io.Reader = d.src
+	switch m.Encryption {
+	case EncryptionNone, "":
+	case EncryptionAge:
+		if len(identities) == 0 {
+			return nil, fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
+		}
+		ar, err := age.Decrypt(d.src, identities...)
+		if err != nil {
+			var nm *age.NoIdentityMatchError
+			if errors.As(err, &nm) {
+				return nil, fmt.Errorf("%w: backup %s was encrypted to %v and no key in --identity matches", ErrKey, m.ID, m.Recipients)
+			}
+			return nil, fmt.Errorf("%w: age header: %v", ErrIntegrity, err)
+		}
+		zsrc = ar
+	default:
+		return nil, fmt.Errorf("%w: unknown encryption %q", ErrVersion, m.Encryption)
+	}
+	if m.Compression != CompressionZstd {
+		return nil, fmt.Errorf("%w: unknown compression %q", ErrVersion, m.Compression)
+	}
+	zr, err := zstd.NewReader(zsrc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	d.zr = zr
+	return d, nil
+}
+
+// Read returns raw snapshot bytes. At the end it runs every check and
+// returns io.EOF only when all passed.
+func (d *Decoder) Read(p []byte) (int, error) {
+	if d.done {
+		return 0, io.EOF
+	}
+	n, err := d.zr.Read(p)
+	if n > 0 {
+		d.raw.Write(p[:n])
+		d.trailer.Write(p[:n])
+	}
+	if err == io.EOF {
+		if cerr := d.finish(); cerr != nil {
+			return n, cerr
+		}
+		d.done = true
+		return n, io.EOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("%w: decode payload of %s: %v", ErrIntegrity, d.m.ID, err)
+	}
+	return n, nil
+}
+
+func (d *Decoder) finish() error {
+	// Drain whatever follows the zstd stream (age's final chunk, or junk
+	// appended to the object), so the stored checksum covers every byte.
+	if _, err := io.Copy(io.Discard, d.src); err != nil {
+		return fmt.Errorf("%w: read payload of %s: %v", ErrIntegrity, d.m.ID, err)
+	}
+	id := d.m.ID
+	switch {
+	case d.src.c.n != d.m.StoredSize:
+		return fmt.Errorf("%w: backup %s: stored payload is %d bytes, manifest says %d", ErrIntegrity, id, d.src.c.n, d.m.StoredSize)
+	case d.src.c.sum() != d.m.StoredSHA256:
+		return fmt.Errorf("%w: backup %s: stored payload sha256 does not match the manifest", ErrIntegrity, id)
+	case d.raw.n != d.m.RawSize:
+		return fmt.Errorf("%w: backup %s: snapshot is %d bytes, manifest says %d", ErrIntegrity, id, d.raw.n, d.m.RawSize)
+	case d.raw.sum() != d.m.RawSHA256:
+		return fmt.Errorf("%w: backup %s: snapshot sha256 does not match the manifest", ErrIntegrity, id)
+	}
+	return d.trailer.check()
+}
+
+// Close releases the decoder's resources.
+func (d *Decoder) Close() { d.zr.Close() }

@@ -1,0 +1,7 @@
+// Package restore turns a backup and a description of the new cluster into
+// this member's data directory. Planning (plan.go) is pure: flags in, a
+// validated, printable plan out. Executing (execute.go) fetches and checks
+// the backup completely before it touches the data directory.
+//
+// It must not import concrete storage backends or the etcd client.
+package restore

@@ -1,0 +1,151 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcd-backup/etcd-backup/internal/datadir"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+)
+
+// Fetch streams the payload of m from r through every check of
+// docs/format.md into w. It returns only when all checks passed; on error
+// the bytes in w must not be used.
+func Fetch(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity, w io.Writer, progress func(int64)) error {
+	rc, err := r.OpenPayload(ctx, m)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	d, err := format.NewDecoder(rc, m, ids)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	buf := make([]byte, 1<<20)
+	var done int64
+	for {
+		n, err := d.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("write snapshot: %w", werr)
+			}
+			done += int64(n)
+			if progress != nil {
+				progress(done)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// Result tells what Execute did.
+type Result struct {
+	DataDir    string
+	MovedAside string
+	Revision   int64 // revision of the restored keyspace (after any bump)
+	Keys       int
+}
+
+// Options for Execute.
+type Options struct {
+	Identities []age.Identity
+	Logger     *slog.Logger
+	Progress   func(raw int64)
+	Now        func() time.Time
+}
+
+// Execute restores backup m as plan p. Order: check the data dir is not in
+// use; fetch and verify the whole backup into a staging dir beside the data
+// dir; build the new data dir there with etcd's restore; only then move any
+// existing data dir aside and rename the new one into place. Any failure
+// before the final step leaves the data dir exactly as it was.
+func Execute(ctx context.Context, r *repo.Repo, m *format.Manifest, p *Plan, opt Options) (Result, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if opt.Now != nil {
+		now = opt.Now
+	}
+	res := Result{DataDir: p.DataDir}
+	if err := datadir.CheckNotInUse(p.DataDir); err != nil {
+		return res, err
+	}
+	if m.Encrypted() && len(opt.Identities) == 0 {
+		return res, fmt.Errorf("%w: backup %s is encrypted: pass --identity FILE", format.ErrKey, m.ID)
+	}
+	staging, err := datadir.StagingDir(p.DataDir, now())
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(staging)
+
+	snapFile := filepath.Join(staging, "snapshot.db")
+	log.Info("fetching backup", "id", m.ID, "member", m.MemberName, "revision", m.Revision, "bytes", m.RawSize)
+	if err := fetchToFile(ctx, r, m, opt.Identities, snapFile, opt.Progress); err != nil {
+		return res, err
+	}
+	info, err := datadir.Inspect(snapFile)
+	if err != nil {
+		return res, fmt.Errorf("%w: %v", format.ErrIntegrity, err)
+	}
+	built := filepath.Join(staging, "data")
+	log.Info("building data dir", "name", p.Name, "initial_cluster", p.InitialCluster)
+	err = datadir.Build(snapFile, built, datadir.Member{
+		Name: p.Name, InitialCluster: p.InitialCluster, PeerURLs: p.PeerURLs, Token: p.Token,
+		RevisionBump: p.RevisionBump, MarkCompacted: p.MarkCompacted,
+	})
+	if err != nil {
+		return res, err
+	}
+	os.Remove(snapFile)
+	ir, err := datadir.Install(built, p.DataDir, now())
+	res.MovedAside = ir.MovedAside
+	if err != nil {
+		return res, err
+	}
+	res.Revision = info.Revision + int64(p.RevisionBump)
+	res.Keys = info.TotalKeys
+	return res, nil
+}
+
+func fetchToFile(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity, path string, progress func(int64)) (err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", path, cerr)
+		}
+	}()
+	if err := Fetch(ctx, r, m, ids, f, progress); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
+}
+
+// IsIntegrity reports whether err means the backup itself is damaged.
+func IsIntegrity(err error) bool { return errors.Is(err, format.ErrIntegrity) }
