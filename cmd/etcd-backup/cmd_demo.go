@@ -166,13 +166,18 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 
 func writeDemoKeys(ctx context.Context, cli *clientv3.Client, n int) (map[string][]byte, error) {
 	want := make(map[string][]byte, n)
+	var ops []clientv3.Op
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("/registry/demo/%06d", i)
 		v := bytes.Repeat([]byte(fmt.Sprintf("value-%d;", i)), 1+i%20)
-		if _, err := cli.Put(ctx, k, string(v)); err != nil {
-			return nil, fmt.Errorf("write demo key: %w", err)
-		}
 		want[k] = v
+		ops = append(ops, clientv3.OpPut(k, string(v)))
+		if len(ops) == 100 || i == n-1 { // one transaction per 100 keys
+			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return nil, fmt.Errorf("write demo keys: %w", err)
+			}
+			ops = ops[:0]
+		}
 	}
 	return want, nil
 }

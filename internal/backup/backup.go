@@ -64,17 +64,15 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 
 	encrypted := len(opt.Recipients) > 0
 	pr, pw := io.Pipe()
-	enc, err := format.NewEncoder(pw, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level})
-	if err != nil {
-		return nil, err
-	}
 	type result struct {
 		sums format.Sums
 		err  error
 	}
 	produced := make(chan result, 1)
 	go func() {
-		sums, err := pump(snap, enc, opt.Progress)
+		// The encoder writes age's header at once, so it is created here,
+		// on the writing side of the pipe.
+		sums, err := pump(snap, pw, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level}, opt.Progress)
 		if err != nil {
 			pw.CloseWithError(err)
 		} else {
@@ -138,7 +136,11 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 
 // pump copies the etcd stream into the encoder and closes it, which checks
 // etcd's sha256 trailer.
-func pump(src io.Reader, enc *format.Encoder, progress func(int64)) (format.Sums, error) {
+func pump(src io.Reader, dst io.Writer, eo format.EncoderOptions, progress func(int64)) (format.Sums, error) {
+	enc, err := format.NewEncoder(dst, eo)
+	if err != nil {
+		return format.Sums{}, err
+	}
 	buf := make([]byte, 1<<20)
 	for {
 		n, err := src.Read(buf)

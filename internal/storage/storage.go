@@ -1,7 +1,8 @@
 // Package storage defines the Backend interface every repository store
-// implements, the errors its methods return, and Open, which maps a
-// repository URL to a backend. Backends know nothing about etcd, backups or
-// the repository layout; they store named, immutable objects.
+// implements and the errors its methods return. One package per backend
+// lives below it; internal/storage/backends maps a repository URL to one.
+// Backends know nothing about etcd, backups or the repository layout; they
+// store named, immutable objects.
 package storage
 
 import (

@@ -1,0 +1,131 @@
+package backends
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
+)
+
+// Options adjust how Open opens a repository.
+type Options struct {
+	// Create makes a missing local repository directory (snapshot does;
+	// list and restore do not, so that a typo is reported as not found).
+	// Buckets are never created.
+	Create bool
+}
+
+// Supported describes the accepted repository URL forms, for help texts.
+const Supported = "a directory path, file:///abs/path, or s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true]"
+
+// schemeRE matches the scheme of an absolute URL. Windows drive letters
+// ("C:") are not schemes: a scheme here has at least two characters.
+var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.\-]+):`)
+
+// Open returns the backend for rawURL. Errors from a malformed URL or an
+// unsupported scheme wrap storage.ErrBadURL; a missing local directory (when
+// !opt.Create) or bucket wraps storage.ErrNotFound.
+func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, error) {
+	kind, target, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case "local":
+		d, err := local.New(target.path, opt.Create)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	case "s3":
+		b, err := s3.New(ctx, target.s3)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	panic("backends: unhandled kind " + kind)
+}
+
+// target is what parse extracted from a URL.
+type target struct {
+	path string    // local
+	s3   s3.Config // s3
+}
+
+// parse maps rawURL to a backend kind ("local" or "s3") and its target,
+// without touching the file system or network.
+func parse(rawURL string) (kind string, t target, err error) {
+	if strings.TrimSpace(rawURL) == "" {
+		return "", t, fmt.Errorf("%w: empty repository URL (want %s)", storage.ErrBadURL, Supported)
+	}
+	m := schemeRE.FindStringSubmatch(rawURL)
+	if m == nil {
+		// A plain path, absolute or relative.
+		return "local", target{path: rawURL}, nil
+	}
+	scheme := strings.ToLower(m[1])
+	switch scheme {
+	case "file":
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return "", t, fmt.Errorf("%w: %v (want file:///absolute/path)", storage.ErrBadURL, err)
+		}
+		p, err := filePath(u)
+		if err != nil {
+			return "", t, err
+		}
+		return "local", target{path: p}, nil
+	case "s3":
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return "", t, fmt.Errorf("%w: %v (want %s)", storage.ErrBadURL, redactErr(err), Supported)
+		}
+		c, err := s3.ParseURL(u)
+		if err != nil {
+			return "", t, err
+		}
+		return "s3", target{s3: c}, nil
+	case "gs", "gcs", "azblob", "azure", "rclone", "sftp", "http", "https", "swift", "b2":
+		return "", t, fmt.Errorf("%w: scheme %q is not supported yet; supported: %s", storage.ErrBadURL, scheme, Supported)
+	default:
+		return "", t, fmt.Errorf("%w: unknown scheme %q in %q; supported: %s (write ./%s for a relative directory whose name has a colon)",
+			storage.ErrBadURL, scheme, rawURL, Supported, rawURL)
+	}
+}
+
+// filePath returns the local path of a file: URL.
+func filePath(u *url.URL) (string, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("%w %q: %s (want file:///absolute/path, or a plain path)", storage.ErrBadURL, u.Redacted(), why)
+	}
+	switch {
+	case u.Opaque != "":
+		return "", bad("file URLs must be absolute")
+	case u.User != nil:
+		return "", bad("unexpected user name")
+	case u.Host != "" && u.Host != "localhost":
+		return "", bad("remote hosts are not supported")
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", bad("unexpected ?query")
+	case u.Fragment != "":
+		return "", bad("unexpected #fragment")
+	case u.Path == "":
+		return "", bad("missing path")
+	}
+	return u.Path, nil
+}
+
+// redactErr describes a url.Parse error without quoting the URL, which may
+// hold a password.
+func redactErr(err error) string {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Op + " URL: " + ue.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,146 @@
+package backends
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
+)
+
+func TestParse(t *testing.T) {
+	good := []struct {
+		in   string
+		kind string
+		path string    // local
+		s3   s3.Config // s3
+	}{
+		{in: "/var/backups/etcd", kind: "local", path: "/var/backups/etcd"},
+		{in: "backups", kind: "local", path: "backups"},
+		{in: "./backups:2024", kind: "local", path: "./backups:2024"},
+		{in: "../a b/c", kind: "local", path: "../a b/c"},
+		{in: "C:/backups", kind: "local", path: "C:/backups"}, // a drive letter is not a scheme
+		{in: "file:///var/backups", kind: "local", path: "/var/backups"},
+		{in: "file://localhost/var/backups", kind: "local", path: "/var/backups"},
+		{in: "file:/var/backups", kind: "local", path: "/var/backups"},
+		{in: "FILE:///x%20y", kind: "local", path: "/x y"},
+		{in: "s3://bucket/prefix", kind: "s3", s3: s3.Config{Bucket: "bucket", Prefix: "prefix", Secure: true}},
+		{in: "s3://bucket/a/b?region=R&endpoint=http://host:9000&path-style=true", kind: "s3",
+			s3: s3.Config{Bucket: "bucket", Prefix: "a/b", Region: "R", Endpoint: "host:9000", PathStyle: true}},
+		{in: "s3://bucket?endpoint=https://s3.example.com", kind: "s3",
+			s3: s3.Config{Bucket: "bucket", Endpoint: "s3.example.com", Secure: true, PathStyle: true}},
+	}
+	for _, tc := range good {
+		kind, got, err := parse(tc.in)
+		if err != nil {
+			t.Errorf("parse(%q): %v", tc.in, err)
+			continue
+		}
+		if kind != tc.kind || got.path != tc.path || got.s3 != tc.s3 {
+			t.Errorf("parse(%q) = %s %+v, want %s path=%q s3=%+v", tc.in, kind, got, tc.kind, tc.path, tc.s3)
+		}
+	}
+
+	bad := []struct{ name, in, hint string }{
+		{"empty", "", "empty repository URL"},
+		{"blank", "  ", "empty repository URL"},
+		{"unknown scheme", "ftp://host/dir", `unknown scheme "ftp"`},
+		{"colon in relative path", "backups:2024", "./backups:2024"},
+		{"gs not yet", "gs://bucket/p", `"gs" is not supported yet`},
+		{"azblob not yet", "azblob://container/p", `"azblob" is not supported yet`},
+		{"rclone not yet", "rclone:remote:path", `"rclone" is not supported yet`},
+		{"s3 without bucket", "s3:///prefix", "missing bucket"},
+		{"s3 without //", "s3:bucket/prefix", "missing //"},
+		{"s3 bad endpoint scheme", "s3://bucket/p?endpoint=ftp://host", "http or https"},
+		{"s3 endpoint without scheme", "s3://bucket/p?endpoint=host:9000", "no scheme"},
+		{"s3 endpoint with path", "s3://bucket/p?endpoint=http://host/x", "no path"},
+		{"s3 unknown parameter", "s3://bucket/p?endpiont=http://host", "unknown parameter"},
+		{"s3 malformed", "s3://bucket/%zz", "invalid URL escape"},
+		{"s3 credentials", "s3://AKID:topsecret@bucket/p", "AWS_ACCESS_KEY_ID"},
+		{"file remote host", "file://server/share", "remote hosts"},
+		{"file relative", "file:relative/dir", "must be absolute"},
+		{"file query", "file:///x?y=1", "query"},
+	}
+	for _, tc := range bad {
+		_, _, err := parse(tc.in)
+		if !errors.Is(err, storage.ErrBadURL) {
+			t.Errorf("%s: parse(%q) = %v, want ErrBadURL", tc.name, tc.in, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("%s: parse(%q) = %q, want it to contain %q", tc.name, tc.in, err, tc.hint)
+		}
+		if strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("%s: error leaks a password: %q", tc.name, err)
+		}
+	}
+}
+
+func TestOpenLocal(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+
+	_, err := Open(ctx, dir, Options{})
+	if !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Open(missing dir) = %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open without Create made %s", dir)
+	}
+	b, err := Open(ctx, dir, Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open(missing dir, Create): %v", err)
+	}
+	if _, ok := b.(*local.Dir); !ok || b.Location() != dir {
+		t.Errorf("Open(%q) = %T at %q", dir, b, b.Location())
+	}
+	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(ctx, "file://"+dir, Options{})
+	if err != nil {
+		t.Fatalf("Open(file://): %v", err)
+	}
+	if _, err := b2.Stat(ctx, "x"); err != nil {
+		t.Errorf("file:// URL does not open the same directory: %v", err)
+	}
+}
+
+func TestOpenS3(t *testing.T) {
+	srv := testenv.StartS3(t)
+	srv.SetEnv(t)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	ctx := context.Background()
+
+	b, err := Open(ctx, srv.URL("team/etcd"), Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", srv.URL("team/etcd"), err)
+	}
+	defer b.Close()
+	if _, ok := b.(*s3.Bucket); !ok {
+		t.Fatalf("Open(s3://) = %T", b)
+	}
+	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	if loc := b.Location(); strings.Contains(loc, srv.SecretKey) || !strings.Contains(loc, srv.Bucket+"/team/etcd") {
+		t.Errorf("Location() = %q", loc)
+	}
+	// The object is at the key prefix given in the URL.
+	if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, "team/etcd/x", minio.StatObjectOptions{}); err != nil {
+		t.Errorf("object not stored under the URL's prefix: %v", err)
+	}
+
+	missing := strings.Replace(srv.URL("p"), srv.Bucket, "missing-bucket", 1)
+	if _, err := Open(ctx, missing, Options{Create: true}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Open(%s) = %v, want ErrNotFound (buckets are never created)", missing, err)
+	}
+}

@@ -1,0 +1,11 @@
+// Package backends maps a repository URL to the storage.Backend that serves
+// it (Open). It is the only package that knows every backend; commands call
+// Open and then use the storage.Backend interface alone.
+//
+// Supported: plain paths and file:// URLs (package local), s3:// URLs
+// (package s3). Other schemes are rejected with storage.ErrBadURL until their
+// backend exists.
+//
+// It must not import etcd packages or anything that knows about backups or
+// the repository layout.
+package backends

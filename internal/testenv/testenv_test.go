@@ -1,0 +1,126 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// fatalTB records Fatalf instead of stopping the test.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+}
+
+func TestBinMissingFails(t *testing.T) {
+	t.Setenv(BinDirEnv, t.TempDir())
+	t.Setenv("PATH", t.TempDir())
+	f := &fatalTB{TB: t}
+	Bin(f, "no-such-binary-for-etcd-backup")
+	if !strings.Contains(f.msg, "scripts/install-test-deps.sh") || !strings.Contains(f.msg, "no-such-binary") {
+		t.Errorf("Bin(missing) failed with %q, want the name and the install hint", f.msg)
+	}
+}
+
+func TestBinSearchOrder(t *testing.T) {
+	envDir, pathDir := t.TempDir(), t.TempDir()
+	for _, d := range []string{envDir, pathDir} {
+		if err := os.WriteFile(filepath.Join(d, "tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(envDir, "notexec"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", pathDir)
+	t.Setenv(BinDirEnv, envDir)
+	if got := Bin(t, "tool"); got != filepath.Join(envDir, "tool") {
+		t.Errorf("Bin(tool) = %q, want the one in $%s", got, BinDirEnv)
+	}
+	t.Setenv(BinDirEnv, "")
+	if got := Bin(t, "tool"); got != filepath.Join(pathDir, "tool") {
+		t.Errorf("Bin(tool) = %q, want the one in $PATH", got)
+	}
+	f := &fatalTB{TB: t}
+	t.Setenv(BinDirEnv, envDir)
+	Bin(f, "notexec")
+	if f.msg == "" {
+		t.Error("Bin found a non-executable file")
+	}
+}
+
+func TestRepoRoot(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isModuleFile(filepath.Join(root, "go.mod")) {
+		t.Errorf("RepoRoot() = %q, which has no go.mod for %s", root, ModulePath)
+	}
+	if _, err := os.Stat(filepath.Join(root, "internal", "testenv")); err != nil {
+		t.Errorf("RepoRoot() = %q: %v", root, err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	p := FreePort(t)
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	if err != nil {
+		t.Fatalf("FreePort() = %d, which cannot be bound: %v", p, err)
+	}
+	l.Close()
+}
+
+func TestStartS3(t *testing.T) {
+	srv := StartS3(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	ok, err := c.BucketExists(ctx, srv.Bucket)
+	if err != nil || !ok {
+		t.Fatalf("BucketExists(%s) = %v, %v", srv.Bucket, ok, err)
+	}
+	if _, err := c.PutObject(ctx, srv.Bucket, "k", strings.NewReader("v"), 1, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	wantURL := fmt.Sprintf("s3://%s/a/b?endpoint=http://%s&region=%s", srv.Bucket, srv.Endpoint, srv.Region)
+	if got := srv.URL("/a/b/"); got != wantURL {
+		t.Errorf("URL = %q, want %q", got, wantURL)
+	}
+	env := strings.Join(srv.Env(), " ")
+	for _, want := range []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey} {
+		if !strings.Contains(env, want) {
+			t.Errorf("Env() = %q, missing %q", env, want)
+		}
+	}
+
+	// Stop makes it unreachable; Start brings back the same data.
+	srv.Stop()
+	srv.Stop() // idempotent
+	if conn, err := net.DialTimeout("tcp", srv.Endpoint, time.Second); err == nil {
+		conn.Close()
+		t.Fatal("server still reachable after Stop")
+	}
+	srv.Start()
+	if _, err := c.StatObject(ctx, srv.Bucket, "k", minio.StatObjectOptions{}); err != nil {
+		t.Errorf("object lost across Stop/Start: %v", err)
+	}
+
+	// Each server has its own bucket and credentials.
+	other := StartS3(t)
+	if other.Bucket == srv.Bucket || other.Endpoint == srv.Endpoint || other.SecretKey == srv.SecretKey {
+		t.Errorf("two servers share a bucket, endpoint or key: %+v %+v", srv, other)
+	}
+}
