@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Installs every external binary the etcd-backup test suite needs into
+#   ${ETCD_BACKUP_TEST_BIN:-<repo>/.cache/test-bin}
+#
+#   etcd-X / etcdctl-X / etcdutl-X  for X in ETCD_VERSIONS, built from the
+#                                    tools/etcd/vX modules (see tools/README.md)
+#   versitygw                        S3 gateway (go install)
+#   etcd-3.4, etcdctl-3.4            symlinks to Debian's etcd-server/etcd-client
+#   rclone                           symlink to Debian's rclone
+#
+# Idempotent: binaries that already exist with the right version (and were
+# built from the same tools module contents with the same Go) are kept, and
+# apt is not touched when the Debian packages are already installed, so a
+# warm run takes well under a second.
+#
+# Needs: Go (on PATH or at /usr/local/go/bin), access to the Go module proxy,
+# and apt (as root, or via sudo) for the Debian packages.
+set -euo pipefail
+
+ETCD_VERSIONS=(3.5.35 3.6.16 3.7.3)
+VERSITYGW_VERSION=v1.8.0
+APT_PACKAGES=(etcd-server rclone)
+APT_OPTIONAL_PACKAGES=(etcd-client)
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN_DIR=${ETCD_BACKUP_TEST_BIN:-$REPO_ROOT/.cache/test-bin}
+mkdir -p "$BIN_DIR"
+BIN_DIR=$(cd "$BIN_DIR" && pwd)
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- Go setup
+if ! command -v go >/dev/null 2>&1; then
+	if [[ -x /usr/local/go/bin/go ]]; then
+		export PATH="/usr/local/go/bin:$PATH"
+	else
+		die "go not found on PATH or at /usr/local/go/bin/go"
+	fi
+fi
+# A reproducible, self-contained Go environment for the builds below: no
+# go.work (the tools modules are standalone), static binaries, and no
+# inherited GOFLAGS (e.g. -mod=mod would let a build rewrite go.mod/go.sum).
+export GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+GO_VERSION=$(go env GOVERSION)
+
+# stamp_of DIR: fingerprint of a tools module's inputs plus the Go version.
+stamp_of() {
+	(cd "$1" && cat go.mod go.sum ./*.go && echo "$GO_VERSION") | sha256sum | cut -d' ' -f1
+}
+
+# first_line CMD...: first line of CMD's stdout (empty on failure).
+first_line() { { "$@" 2>/dev/null || true; } | head -n1; }
+
+# etcd_bin_version KIND PATH: the version the binary reports, e.g. 3.6.16.
+etcd_bin_version() {
+	local kind=$1 bin=$2 line
+	[[ -x $bin ]] || return 0
+	case $kind in
+	etcd) line=$(first_line "$bin" --version) ;;    # etcd Version: 3.6.16
+	*) line=$(first_line "$bin" version) ;;         # etcdctl version: 3.6.16
+	esac
+	printf '%s\n' "${line##*: }"
+}
+
+# ---------------------------------------------------------------- etcd 3.5+
+build_etcd() {
+	local v=$1 mod="$REPO_ROOT/tools/etcd/v$1"
+	[[ -f $mod/go.mod ]] || die "missing tools module $mod"
+	local stamp stampfile="$BIN_DIR/.etcd-$v.stamp" uptodate=1 kind
+	stamp=$(stamp_of "$mod")
+	[[ -f $stampfile && $(cat "$stampfile") == "$stamp" ]] || uptodate=0
+	for kind in etcd etcdctl etcdutl; do
+		[[ $(etcd_bin_version "$kind" "$BIN_DIR/$kind-$v") == "$v" ]] || uptodate=0
+	done
+	if ((uptodate)); then
+		log "etcd $v: up to date"
+		return
+	fi
+
+	log "etcd $v: building from tools/etcd/v$v"
+	local tmp
+	rm -rf "$BIN_DIR/.build-$v".* # leftovers of an interrupted run
+	tmp=$(mktemp -d "$BIN_DIR/.build-$v.XXXXXX")
+	(
+		cd "$mod"
+		go build -trimpath -mod=readonly -o "$tmp/etcd" .
+		go build -trimpath -mod=readonly -o "$tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
+		go build -trimpath -mod=readonly -o "$tmp/etcdutl" go.etcd.io/etcd/etcdutl/v3
+	)
+	for kind in etcd etcdctl etcdutl; do
+		local got
+		got=$(etcd_bin_version "$kind" "$tmp/$kind")
+		[[ $got == "$v" ]] || die "built $kind reports version '$got', want $v"
+		mv -f "$tmp/$kind" "$BIN_DIR/$kind-$v"
+	done
+	rmdir "$tmp"
+	printf '%s\n' "$stamp" >"$stampfile"
+}
+
+for v in "${ETCD_VERSIONS[@]}"; do
+	build_etcd "$v"
+done
+
+# ---------------------------------------------------------------- versitygw
+versitygw_module_version() {
+	# "go version -m" reads the build info embedded in the binary:
+	#   <tab>mod<tab>github.com/versity/versitygw<tab>v1.8.0<tab>h1:...
+	[[ -x $BIN_DIR/versitygw ]] || return 0
+	go version -m "$BIN_DIR/versitygw" 2>/dev/null |
+		awk '$1 == "mod" && $2 == "github.com/versity/versitygw" { print $3 }'
+}
+if [[ $(versitygw_module_version) == "$VERSITYGW_VERSION" ]]; then
+	log "versitygw $VERSITYGW_VERSION: up to date"
+else
+	log "versitygw $VERSITYGW_VERSION: go install"
+	GOBIN="$BIN_DIR" go install -trimpath \
+		-ldflags "-X main.Version=$VERSITYGW_VERSION" \
+		"github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	[[ $(versitygw_module_version) == "$VERSITYGW_VERSION" ]] ||
+		die "versitygw install did not produce $VERSITYGW_VERSION"
+fi
+
+# ---------------------------------------------------------------- Debian packages
+pkg_installed() {
+	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
+}
+pkg_available() {
+	# Has a real installation candidate in the current package lists.
+	local c
+	c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+	[[ -n $c && $c != "(none)" ]]
+}
+
+apt_missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	pkg_installed "$p" || apt_missing+=("$p")
+done
+
+if ((${#apt_missing[@]})); then
+	SUDO=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${apt_missing[*]}"
+		SUDO=(sudo)
+	fi
+
+	# Keep maintainer scripts from starting services (Debian's etcd-server
+	# would start an etcd on 127.0.0.1:2379): policy-rc.d exiting 101 makes
+	# invoke-rc.d / deb-systemd-invoke refuse every start.
+	POLICY=/usr/sbin/policy-rc.d
+	POLICY_BACKUP=""
+	if [[ -e $POLICY ]]; then
+		POLICY_BACKUP="$POLICY.etcd-backup-saved"
+		"${SUDO[@]}" mv -f "$POLICY" "$POLICY_BACKUP"
+	fi
+	restore_policy() {
+		"${SUDO[@]}" rm -f "$POLICY"
+		if [[ -n $POLICY_BACKUP ]]; then "${SUDO[@]}" mv -f "$POLICY_BACKUP" "$POLICY"; fi
+	}
+	trap restore_policy EXIT
+	printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY" >/dev/null
+	"${SUDO[@]}" chmod 755 "$POLICY"
+
+	apt_install() {
+		local pkgs=("${apt_missing[@]}") p
+		for p in "${APT_OPTIONAL_PACKAGES[@]}"; do
+			if ! pkg_installed "$p" && pkg_available "$p"; then pkgs+=("$p"); fi
+		done
+		log "apt-get install ${pkgs[*]}"
+		"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+	}
+	if ! apt_install; then
+		log "apt-get install failed; running apt-get update and retrying"
+		"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		apt_install
+	fi
+
+	restore_policy
+	trap - EXIT
+
+	# Leave no etcd service enabled or running (policy-rc.d prevented the
+	# start; the package still enables the unit / init script for boot).
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+		"${SUDO[@]}" systemctl disable --now etcd.service >/dev/null 2>&1 || true
+	else
+		if command -v deb-systemd-helper >/dev/null 2>&1; then
+			"${SUDO[@]}" deb-systemd-helper disable etcd.service >/dev/null 2>&1 || true
+		fi
+		if [[ -x /etc/init.d/etcd ]]; then
+			"${SUDO[@]}" /etc/init.d/etcd stop >/dev/null 2>&1 || true
+			"${SUDO[@]}" update-rc.d etcd disable >/dev/null 2>&1 || true
+		fi
+	fi
+fi
+
+# Debian's etcd 3.4 and rclone, under the same names as everything else.
+link() { # link TARGET NAME
+	if [[ -x $1 ]]; then
+		[[ $(readlink "$BIN_DIR/$2" 2>/dev/null || true) == "$1" ]] || ln -sfn "$1" "$BIN_DIR/$2"
+	else
+		rm -f "$BIN_DIR/$2"
+	fi
+}
+link /usr/bin/etcd etcd-3.4
+link /usr/bin/etcdctl etcdctl-3.4
+link /usr/bin/rclone rclone
+[[ -x $BIN_DIR/etcd-3.4 ]] || die "Debian etcd-server did not provide /usr/bin/etcd"
+[[ -x $BIN_DIR/rclone ]] || die "rclone not found at /usr/bin/rclone"
+
+# ---------------------------------------------------------------- summary
+report() { # report NAME LINE
+	printf '%-16s %s\n' "$1" "$2"
+}
+echo "test binaries in $BIN_DIR:"
+for v in "${ETCD_VERSIONS[@]}"; do
+	report "etcd-$v" "$(first_line "$BIN_DIR/etcd-$v" --version)"
+	report "etcdctl-$v" "$(first_line "$BIN_DIR/etcdctl-$v" version)"
+	report "etcdutl-$v" "$(first_line "$BIN_DIR/etcdutl-$v" version)"
+done
+report etcd-3.4 "$(first_line "$BIN_DIR/etcd-3.4" --version)"
+if [[ -e $BIN_DIR/etcdctl-3.4 ]]; then
+	report etcdctl-3.4 "$(first_line "$BIN_DIR/etcdctl-3.4" version)"
+fi
+report versitygw "versitygw $(versitygw_module_version)"
+report rclone "$(first_line "$BIN_DIR/rclone" version)"
