@@ -125,9 +125,16 @@ func startEtcd(t *testing.T, bin string, s embedded.MemberSpec, initialCluster, 
 		"--logger=zap", "--log-level=warn",
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	return startCmd(t, cmd, s)
+}
+
+// startCmd starts an etcd command and registers its SIGKILL on cleanup.
+func startCmd(t *testing.T, cmd *exec.Cmd, s embedded.MemberSpec) *etcdProc {
+	t.Helper()
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH=")
+	bin := cmd.Path
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}

@@ -37,7 +37,7 @@ const (
 
 const exitCodesHelp = `Exit codes:
   0  success
-  1  error (storage, disk, etcd refused the request, ...)
+  1  error (storage, disk, etcd refused the request or the TLS handshake, ...)
   2  usage: bad or missing flag, bad URL, bad peer URL
   3  no such backup or repository
   4  integrity failure: a checksum, size or etcd hash does not match
@@ -69,8 +69,12 @@ func classify(err error) (int, string) {
 		return exitIntegrity, "this repository was written by a newer etcd-backup; upgrade etcd-backup"
 	case errors.Is(err, repo.ErrNoBackup), errors.Is(err, storage.ErrNotFound):
 		return exitNoBackup, "check --repo and --cluster, and 'etcd-backup list'"
+	case errors.Is(err, etcd.ErrTLS):
+		return exitError, "etcd's certificate must be signed by the CA in --cacert and name the endpoint's host; with --client-cert-auth etcd wants --cert and --key signed by its --trusted-ca-file"
 	case errors.Is(err, etcd.ErrUnreachable):
 		return exitUnreachable, "check --endpoints, that etcd is running, and the TLS flags (--cacert --cert --key)"
+	case errors.Is(err, etcd.ErrTimeout):
+		return exitError, "the cluster did not accept the change in time; check 'etcdctl member list' and endpoint health, then run the command again (it is safe to repeat)"
 	case errors.Is(err, context.Canceled):
 		return exitError, "interrupted"
 	}

@@ -102,6 +102,8 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 		newListCommand(g),
 		newVerifyCommand(g),
 		newRestoreCommand(g),
+		newJoinCommand(g),
+		newPromoteCommand(g),
 		newDemoCommand(g),
 		newVersionCommand(g),
 	)

@@ -107,25 +107,11 @@ func Install(built, dataDir string, now time.Time) (Result, error) {
 	if err := CheckNotInUse(dataDir); err != nil {
 		return res, err
 	}
-	entries, err := os.ReadDir(dataDir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return res, fmt.Errorf("read data dir: %w", err)
-	case len(entries) == 0:
-		if err := os.Remove(dataDir); err != nil {
-			return res, fmt.Errorf("remove empty data dir: %w", err)
-		}
-	default:
-		aside := dataDir + ".pre-restore-" + Stamp(now)
-		for i := 1; exists(aside); i++ {
-			aside = fmt.Sprintf("%s.pre-restore-%s.%d", dataDir, Stamp(now), i)
-		}
-		if err := os.Rename(dataDir, aside); err != nil {
-			return res, fmt.Errorf("move existing data dir aside: %w", err)
-		}
-		res.MovedAside = aside
+	aside, err := MoveAside(dataDir, "pre-restore", now)
+	if err != nil {
+		return res, err
 	}
+	res.MovedAside = aside
 	if err := os.Rename(built, dataDir); err != nil {
 		if res.MovedAside != "" {
 			// Put the old data back where the operator expects it.
@@ -167,6 +153,33 @@ func Inspect(snapshotFile string) (SnapshotInfo, error) {
 		return SnapshotInfo{}, fmt.Errorf("read snapshot %s: %w", snapshotFile, err)
 	}
 	return SnapshotInfo{Revision: st.Revision, TotalKeys: st.TotalKey, Hash: st.Hash}, nil
+}
+
+// MoveAside renames a non-empty dir to <dir>.<why>-<stamp> and returns the
+// new path; an empty dir is removed and a missing one ignored (both return
+// ""). It never deletes anything that holds data. The caller has checked
+// that no etcd holds dir.
+func MoveAside(dir, why string, now time.Time) (string, error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read data dir: %w", err)
+	case len(entries) == 0:
+		if err := os.Remove(dir); err != nil {
+			return "", fmt.Errorf("remove empty data dir: %w", err)
+		}
+		return "", nil
+	}
+	aside := dir + "." + why + "-" + Stamp(now)
+	for i := 1; exists(aside); i++ {
+		aside = fmt.Sprintf("%s.%s-%s.%d", dir, why, Stamp(now), i)
+	}
+	if err := os.Rename(dir, aside); err != nil {
+		return "", fmt.Errorf("move %s aside: %w", dir, err)
+	}
+	return aside, syncDir(filepath.Dir(aside))
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }

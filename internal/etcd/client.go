@@ -2,9 +2,13 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +22,10 @@ import (
 
 // ErrUnreachable: no endpoint answered.
 var ErrUnreachable = errors.New("etcd unreachable")
+
+// ErrTLS: etcd answered, but the TLS handshake failed (untrusted or wrong
+// server certificate, missing or refused client certificate, not TLS at all).
+var ErrTLS = errors.New("TLS handshake with etcd failed")
 
 // Config holds etcdctl-style connection settings.
 type Config struct {
@@ -82,7 +90,8 @@ func Connect(cfg Config) (*Client, error) {
 	}
 	cli, err := clientv3.New(*cc)
 	if err != nil {
-		return nil, unreachable(cfg.Endpoints, err)
+		// With --user, New authenticates: a wrong password is an answer.
+		return nil, cfg.diagnose(cfg.Endpoints, err)
 	}
 	return &Client{cfg: cfg, Client: cli}, nil
 }
@@ -122,6 +131,92 @@ func classify(eps []string, err error) error {
 	return err
 }
 
+// diagnose is classify, and when that says unreachable, looks for the
+// reason in a TLS handshake of its own with the client's settings: gRPC
+// reports a failed handshake only as "context deadline exceeded", which sends
+// operators looking for a dead etcd instead of a certificate problem.
+func (c Config) diagnose(eps []string, err error) error {
+	err = classify(eps, err)
+	if !errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	for _, ep := range eps {
+		if terr := c.tlsProblem(ep); terr != nil {
+			return fmt.Errorf("%w: %s: %w", ErrTLS, ep, terr)
+		}
+	}
+	return err
+}
+
+// tlsProblem returns why a TLS connection to the https endpoint ep fails, or
+// nil when it works, ep is not https or the failure is not TLS's.
+func (c Config) tlsProblem(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || !strings.EqualFold(u.Scheme, "https") || u.Host == "" {
+		return nil
+	}
+	cc, err := c.clientConfig([]string{ep})
+	if err != nil || cc.TLS == nil {
+		return nil
+	}
+	tc := cc.TLS.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = u.Hostname()
+	}
+	tc.NextProtos = []string{"h2"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	d := &tls.Dialer{Config: tc}
+	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	if err == nil {
+		defer conn.Close()
+		// With TLS 1.3 the server checks the client certificate after the
+		// handshake; its refusal arrives as an alert on the first read.
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, err = conn.Read(make([]byte, 1))
+	}
+	var (
+		verr *tls.CertificateVerificationError
+		rerr tls.RecordHeaderError
+		oerr *net.OpError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &uerr) && c.CACert == "":
+		return fmt.Errorf("%w (no --cacert given: pass the CA that signed etcd's certificate)", err)
+	case errors.As(err, &uerr):
+		return fmt.Errorf("%w (etcd's certificate is not signed by the CA in --cacert %s)", err, c.CACert)
+	case errors.As(err, &herr):
+		return fmt.Errorf("%w (use an endpoint address that etcd's certificate names)", err)
+	case errors.As(err, &verr):
+		return err
+	case errors.As(err, &rerr):
+		return fmt.Errorf("%w (this endpoint does not speak TLS: try http://)", err)
+	case errors.As(err, &oerr) && oerr.Op == "remote error":
+		if c.Cert == "" {
+			return fmt.Errorf("etcd refused the connection: %w (no --cert/--key given: etcd wants a client certificate signed by its --trusted-ca-file)", err)
+		}
+		return fmt.Errorf("etcd refused the connection: %w (check that --cert/--key is signed by etcd's --trusted-ca-file)", err)
+	}
+	return nil
+}
+
+// endpointsErr is the error of every endpoint, none of them unreachable.
+type endpointsErr []error
+
+func (e endpointsErr) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return "no endpoint could be used: " + strings.Join(msgs, "; ")
+}
+
+func (e endpointsErr) Unwrap() []error { return e }
+
 // MemberStatus is what one endpoint says about its member.
 type MemberStatus struct {
 	Endpoint  string
@@ -148,7 +243,7 @@ func (c *Client) Status(ctx context.Context, ep string) MemberStatus {
 	st := MemberStatus{Endpoint: ep}
 	r, err := c.Maintenance.Status(ctx, ep)
 	if err != nil {
-		st.Err = classify([]string{ep}, err)
+		st.Err = c.cfg.diagnose([]string{ep}, err)
 		return st
 	}
 	st.ID, st.ClusterID, st.Leader = r.Header.MemberId, r.Header.ClusterId, r.Leader
@@ -197,9 +292,13 @@ func (c *Client) ChooseSnapshotSource(ctx context.Context) (MemberStatus, error)
 	sts := c.Statuses(ctx)
 	var ok []MemberStatus
 	var errs []string
+	var failed endpointsErr
+	unreach := false
 	for _, s := range sts {
 		if s.Err != nil {
 			errs = append(errs, s.Err.Error())
+			failed = append(failed, s.Err)
+			unreach = unreach || errors.Is(s.Err, ErrUnreachable)
 			continue
 		}
 		if !s.IsLearner {
@@ -209,6 +308,9 @@ func (c *Client) ChooseSnapshotSource(ctx context.Context) (MemberStatus, error)
 	if len(ok) == 0 {
 		if len(errs) == 0 {
 			return MemberStatus{}, errors.New("every endpoint is a learner: give at least one voting member in --endpoints")
+		}
+		if !unreach { // every endpoint answered: keep why (TLS, credentials)
+			return MemberStatus{}, failed
 		}
 		return MemberStatus{}, fmt.Errorf("%w: no endpoint answered: %s", ErrUnreachable, strings.Join(errs, "; "))
 	}
@@ -257,7 +359,7 @@ func (c *Client) OpenSnapshot(ctx context.Context, ep string) (*Snapshot, error)
 	gr, err := mc.Get(rctx, "\x00", clientv3.WithCountOnly()) // linearizable (ReadIndex) read
 	cancel()
 	if err != nil {
-		return fail(fmt.Errorf("linearizable read on %s: %w", ep, classify([]string{ep}, err)))
+		return fail(fmt.Errorf("linearizable read on %s: %w", ep, mc.cfg.diagnose([]string{ep}, err)))
 	}
 	st := mc.Status(ctx, ep)
 	if st.Err != nil {
