@@ -22,3 +22,5 @@ func newVersionCommand(g *Globals) *cobra.Command {
 		},
 	}
 }
+
+func versionString() string { return version.Version }

@@ -104,7 +104,9 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 		newRestoreCommand(g),
 		newJoinCommand(g),
 		newPromoteCommand(g),
+		newCopyCommand(g),
 		newDemoCommand(g),
+		newSystemdCommand(g),
 		newVersionCommand(g),
 	)
 	return root

@@ -168,6 +168,7 @@ func (c Config) tlsProblem(ep string) error {
 	defer cancel()
 	d := &tls.Dialer{Config: tc}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	inHandshake := err != nil
 	if err == nil {
 		defer conn.Close()
 		// With TLS 1.3 the server checks the client certificate after the
@@ -195,6 +196,8 @@ func (c Config) tlsProblem(ep string) error {
 		return err
 	case errors.As(err, &rerr):
 		return fmt.Errorf("%w (this endpoint does not speak TLS: try http://)", err)
+	case inHandshake && errors.Is(err, io.EOF):
+		return errors.New("etcd closed the connection during the TLS handshake (this endpoint does not speak TLS: try http://)")
 	case errors.As(err, &oerr) && oerr.Op == "remote error":
 		if c.Cert == "" {
 			return fmt.Errorf("etcd refused the connection: %w (no --cert/--key given: etcd wants a client certificate signed by its --trusted-ca-file)", err)
