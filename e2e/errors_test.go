@@ -329,7 +329,7 @@ func TestErrors(t *testing.T) {
 		dataDir := filepath.Join(top, "no", "such", "parent", "etcd-data")
 		before := digestPaths(t, repoDir, top)
 		r := cli(t, nil, restoreArgs(idPlain, dataDir)...)
-		expectCleanFailure(t, r, 1, filepath.Dir(dataDir), "does not exist")
+		expectCleanFailure(t, r, 2, filepath.Dir(dataDir), "does not exist")
 		assertUnchanged(t, before, repoDir, top)
 	})
 }

@@ -96,10 +96,10 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 	fmt.Fprintln(tw, "ID\tTIME\tREVISION\tMEMBER\tSIZE\tSTORED\tETCD\tENCRYPTED")
 	for _, e := range out {
 		if e.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t%s\t\t\t\t\n", e.ID, e.Time.Format(time.RFC3339), e.Error)
+			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t%s\t\t\t\t\n", e.ID, e.Time.UTC().Format(time.RFC3339), e.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%v\n", e.ID, e.Time.Local().Format(time.RFC3339), e.Revision,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%v\n", e.ID, e.Time.UTC().Format(time.RFC3339), e.Revision,
 			e.Member, humanize.IBytes(uint64(e.Size)), humanize.IBytes(uint64(e.StoredSize)), e.EtcdVersion, e.Encrypted)
 	}
 	return tw.Flush()

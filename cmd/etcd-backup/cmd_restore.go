@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"filippo.io/age"
@@ -79,6 +81,9 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 	if err != nil {
 		return err
 	}
+	if st, err := os.Stat(filepath.Dir(filepath.Clean(plan.DataDir))); err != nil || !st.IsDir() {
+		return usagef("the parent directory of --data-dir %s does not exist: create it first (mkdir -p %s)", plan.DataDir, filepath.Dir(filepath.Clean(plan.DataDir)))
+	}
 	ids, err := readIdentities(o.Identity)
 	if err != nil {
 		return err
@@ -88,7 +93,7 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 		return err
 	}
 	defer closeRepo(r)
-	m, err := r.Find(ctx, ref, repo.Selector{Member: o.Member})
+	m, err := r.Find(ctx, ref, repo.Selector{Member: o.Member, OnSkip: warnSkipped(g)})
 	if err != nil {
 		return err
 	}
@@ -108,4 +113,11 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 		m.ID, res.Revision, res.Keys, res.DataDir, plan.Name)
 	fmt.Fprintf(g.stdout, "start etcd with: etcd %s\n", strings.Join(plan.EtcdFlags(), " "))
 	return nil
+}
+
+// warnSkipped logs each damaged backup that "latest" passed over.
+func warnSkipped(g *Globals) func(id string, err error) {
+	return func(id string, err error) {
+		g.log.Warn("skipping damaged backup, using an older one", "id", id, "error", err)
+	}
 }

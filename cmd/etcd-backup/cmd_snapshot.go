@@ -78,17 +78,26 @@ func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := g.openRepo(ctx, true)
-	if err != nil {
+	if g.Repo == "" {
+		_, err := g.openRepo(ctx, false) // the usage error
 		return err
 	}
-	defer closeRepo(r)
 	cli, err := o.etcd.connect()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	m, err := backup.Run(ctx, cli, r, backup.Options{Recipients: recipients, Level: o.Level, Logger: g.log})
+	// Find the member first, so an unreachable cluster creates nothing.
+	src, err := cli.ChooseSnapshotSource(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := g.openRepo(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer closeRepo(r)
+	m, err := backup.Run(ctx, cli, r, backup.Options{Recipients: recipients, Level: o.Level, Logger: g.log, Endpoint: src.Endpoint})
 	if err != nil {
 		return err
 	}

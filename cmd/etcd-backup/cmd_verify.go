@@ -73,7 +73,7 @@ func runVerify(ctx context.Context, g *Globals, o *verifyOptions, ref string) er
 		return err
 	}
 	defer closeRepo(r)
-	m, err := r.Find(ctx, ref, repo.Selector{Member: o.Member})
+	m, err := r.Find(ctx, ref, repo.Selector{Member: o.Member, OnSkip: warnSkipped(g)})
 	if err != nil {
 		return err
 	}

@@ -107,6 +107,9 @@ func Install(built, dataDir string, now time.Time) (Result, error) {
 	if err := CheckNotInUse(dataDir); err != nil {
 		return res, err
 	}
+	if err := matchOwner(built, dataDir); err != nil {
+		return res, err
+	}
 	aside, err := MoveAside(dataDir, "pre-restore", now)
 	if err != nil {
 		return res, err
@@ -180,6 +183,35 @@ func MoveAside(dir, why string, now time.Time) (string, error) {
 		return "", fmt.Errorf("move %s aside: %w", dir, err)
 	}
 	return aside, syncDir(filepath.Dir(aside))
+}
+
+// matchOwner gives the new data dir the owner of the one it replaces (or,
+// when there is none, of its parent directory), so that an etcd running as
+// its own user (User=etcd) can open a data dir restored by root. It does
+// nothing unless running as root.
+func matchOwner(built, dataDir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	ref, err := os.Stat(dataDir)
+	if err != nil {
+		if ref, err = os.Stat(filepath.Dir(filepath.Clean(dataDir))); err != nil {
+			return nil
+		}
+	}
+	st, ok := ref.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return filepath.WalkDir(built, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give restored data dir to uid %d: %w", st.Uid, err)
+		}
+		return nil
+	})
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }

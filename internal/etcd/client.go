@@ -58,7 +58,7 @@ func (c Config) clientConfig(endpoints []string) (*clientv3.Config, error) {
 	}
 	if c.User != "" {
 		user, pass := c.User, c.Password
-		if u, p, ok := strings.Cut(c.User, ":"); ok && pass == "" {
+		if u, p, ok := strings.Cut(c.User, ":"); ok { // name:password, as etcdctl's --user
 			user, pass = u, p
 		}
 		spec.Auth = &clientv3.AuthConfig{Username: user, Password: pass}
@@ -112,6 +112,16 @@ func (c *Client) timeout() time.Duration {
 
 func unreachable(eps []string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.Join(eps, ","), err)
+}
+
+// statusTimeout bounds the first contact with a member: a member that does
+// not answer within the dial timeout is treated as unreachable.
+func (c *Client) statusTimeout() time.Duration {
+	d := c.cfg.DialTimeout
+	if d <= 0 {
+		d = 5 * time.Second
+	}
+	return min(d, c.timeout())
 }
 
 // classify turns client errors into ErrUnreachable where the cause is that
@@ -241,7 +251,7 @@ func (s MemberStatus) IsLeader() bool { return s.Err == nil && s.ID != 0 && s.ID
 
 // Status asks one endpoint for its member's status.
 func (c *Client) Status(ctx context.Context, ep string) MemberStatus {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	ctx, cancel := context.WithTimeout(ctx, c.statusTimeout())
 	defer cancel()
 	st := MemberStatus{Endpoint: ep}
 	r, err := c.Maintenance.Status(ctx, ep)
@@ -315,7 +325,7 @@ func (c *Client) ChooseSnapshotSource(ctx context.Context) (MemberStatus, error)
 		if !unreach { // every endpoint answered: keep why (TLS, credentials)
 			return MemberStatus{}, failed
 		}
-		return MemberStatus{}, fmt.Errorf("%w: no endpoint answered: %s", ErrUnreachable, strings.Join(errs, "; "))
+		return MemberStatus{}, fmt.Errorf("%w: no endpoint answered (%s)", ErrUnreachable, strings.Join(errs, "; "))
 	}
 	sort.SliceStable(ok, func(i, j int) bool {
 		if ok[i].IsLeader() != ok[j].IsLeader() {

@@ -9,6 +9,7 @@ var (
 	// ErrVersion: the object was written in a format version this binary
 	// does not know.
 	ErrVersion = errors.New("unsupported repository format version")
-	// ErrKey: the payload is encrypted and no identity given opens it.
-	ErrKey = errors.New("no matching decryption key")
+	// ErrKey: a recipient or identity is malformed or missing, or the payload
+	// is encrypted and no identity given opens it.
+	ErrKey = errors.New("wrong or missing key")
 )

@@ -193,6 +193,8 @@ func (r *Repo) List(ctx context.Context) ([]Entry, error) {
 // Selector narrows which backups a reference may resolve to.
 type Selector struct {
 	Member string // only backups taken from this member name
+	// OnSkip, if set, is told about each damaged manifest "latest" skips.
+	OnSkip func(id string, err error)
 }
 
 // Find resolves ref ("latest", "", a full ID or a unique ID prefix) to a
@@ -214,6 +216,9 @@ func (r *Repo) Find(ctx context.Context, ref string, sel Selector) (*format.Mani
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err
+				}
+				if sel.OnSkip != nil {
+					sel.OnSkip(id, err)
 				}
 				continue
 			}
