@@ -76,7 +76,15 @@ existing non-empty data dir is moved to <data-dir>.pre-restore-<time>.`,
 	return cmd
 }
 
+// ancestorFoundingEnv is the old kit's setting: the founding member's
+// advertised peer URL, on the node that restores a one-member cluster.
+const ancestorFoundingEnv = "ETCD_RESTORE_MASTER_ADV_PEER_URLS"
+
 func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) error {
+	if v := os.Getenv(ancestorFoundingEnv); v != "" && o.spec.PeerURLs == "" && o.spec.InitialCluster == "" {
+		o.spec.PeerURLs, o.spec.Founding = v, true
+		g.log.Info("founding member from the environment", "variable", ancestorFoundingEnv, "peer_urls", v)
+	}
 	plan, err := restore.MakePlan(o.spec)
 	if err != nil {
 		return err
