@@ -68,8 +68,9 @@ func TestRunbookFromAnotherMember(t *testing.T) {
 	}
 	c.killAll()
 	n := newSpecs(t, "n", 1)[0]
-	out := mustCLI(t, nil, "restore", "--from-member", "m2", "--founding", "--repo", repoDir,
-		"--data-dir", n.DataDir, "--name", n.Name, "--initial-advertise-peer-urls", n.PeerURL)
+	// The old kit's setting names the founding member's peer URL.
+	out := mustCLI(t, []string{"ETCD_RESTORE_MASTER_ADV_PEER_URLS=" + n.PeerURL}, "restore", "--from-member", "m2",
+		"--repo", repoDir, "--data-dir", n.DataDir, "--name", n.Name)
 	if !strings.Contains(out.stdout, ids["m2"]) {
 		t.Fatalf("restore --from-member m2 did not use m2's backup %s:\n%s", ids["m2"], out.stdout)
 	}
