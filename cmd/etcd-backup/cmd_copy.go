@@ -109,9 +109,23 @@ func runCopy(ctx context.Context, g *Globals, o *copyOptions, ref string) error 
 		}
 		todo = append(todo, m)
 	}
+	// Count the payload bytes read from the source for the progress meter.
+	counted := &countingBackend{Backend: src.Backend()}
+	csrc, err := repo.Open(ctx, counted, src.Cluster())
+	if err != nil {
+		return err
+	}
 	copied := 0
-	for _, m := range todo {
-		res, err := transfer.Copy(ctx, src, dst, m, ids)
+	for i, m := range todo {
+		label := "copy"
+		if len(todo) > 1 {
+			label = fmt.Sprintf("copy %d/%d", i+1, len(todo))
+		}
+		meter, _ := g.startProgress(label, m.StoredSize, false)
+		counted.meter.Store(meter)
+		res, err := transfer.Copy(ctx, csrc, dst, m, ids)
+		counted.meter.Store(nil)
+		meter.Close()
 		if err != nil {
 			return err
 		}

@@ -110,7 +110,9 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 			m.ID, m.Revision, m.MemberName, m.Created.Format("2006-01-02 15:04:05Z07:00"), plan.DataDir, plan.Name, plan.InitialCluster)
 		return nil
 	}
-	res, err := restore.Execute(ctx, r, m, plan, restore.Options{Identities: ids, Logger: g.log})
+	meter, log := g.startProgress("restore", m.RawSize, false)
+	res, err := restore.Execute(ctx, r, m, plan, restore.Options{Identities: ids, Logger: log, Progress: meter.Func()})
+	meter.Close()
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,15 @@ func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 		return err
 	}
 	defer closeRepo(r)
-	m, err := backup.Run(ctx, cli, r, backup.Options{Recipients: recipients, Level: o.Level, Logger: g.log, Endpoint: src.Endpoint})
+	// The stream's size is not known up front; the member's database size
+	// (plus etcd's 32-byte trailer) is what it sends unless it grows meanwhile.
+	var estimate int64
+	if src.DBSize > 0 {
+		estimate = src.DBSize + format.EtcdTrailerSize
+	}
+	meter, log := g.startProgress("snapshot", estimate, true)
+	m, err := backup.Run(ctx, cli, r, backup.Options{Recipients: recipients, Level: o.Level, Logger: log, Endpoint: src.Endpoint, Progress: meter.Func()})
+	meter.Close()
 	if err != nil {
 		return err
 	}

@@ -22,13 +22,16 @@ type Globals struct {
 	LogFormat string
 	Verbose   bool
 	Quiet     bool
+	// RcloneConfig is passed to rclone as --config for rclone: repositories.
+	RcloneConfig string
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
 }
 
 func (g *Globals) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port")
+	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port, rclone:remote:path")
+	fs.StringVar(&g.RcloneConfig, "rclone-config", "", "rclone.conf for rclone: repositories (default: rclone's own lookup, $RCLONE_CONFIG)")
 	fs.StringVar(&g.Cluster, "cluster", "default", "cluster name inside the repository (many clusters can share one repository)")
 	fs.StringVar(&g.LogFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.BoolVarP(&g.Verbose, "verbose", "v", false, "log debug details")
@@ -41,7 +44,7 @@ func (g *Globals) openRepo(ctx context.Context, create bool) (*repo.Repo, error)
 	if g.Repo == "" {
 		return nil, usagef("--repo is required (or ETCD_BACKUP_REPO), e.g. --repo /var/backups/etcd or --repo s3://bucket/etcd")
 	}
-	b, err := backends.Open(ctx, g.Repo, backends.Options{Create: create})
+	b, err := backends.Open(ctx, g.Repo, backends.Options{Create: create, RcloneConfig: g.RcloneConfig})
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
@@ -89,6 +92,10 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 			if err := applyEnv(cmd); err != nil {
 				return err
 			}
+			// The old kit's setting: an rclone remote:path for the repository.
+			if ep := os.Getenv("RCLONE_ENDPOINT"); ep != "" && g.Repo == "" {
+				g.Repo = "rclone:" + ep
+			}
 			g.log = newLogger(g, stderr)
 			return nil
 		},
@@ -99,12 +106,14 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 	g.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		newSnapshotCommand(g),
+		newAgentCommand(g),
 		newListCommand(g),
 		newVerifyCommand(g),
 		newRestoreCommand(g),
 		newJoinCommand(g),
 		newPromoteCommand(g),
 		newCopyCommand(g),
+		newPruneCommand(g),
 		newDemoCommand(g),
 		newSystemdCommand(g),
 		newVersionCommand(g),

@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
 )
 
@@ -16,12 +17,20 @@ import (
 type Options struct {
 	// Create makes a missing local repository directory (snapshot does;
 	// list and restore do not, so that a typo is reported as not found).
-	// Buckets are never created.
+	// Buckets are never created by the s3 backend; for rclone: URLs the
+	// remote's own configuration decides (no_check_bucket).
 	Create bool
+	// RcloneConfig is the rclone config file for rclone: URLs (rclone's
+	// --config). "" leaves rclone's default lookup ($RCLONE_CONFIG, then
+	// ~/.config/rclone/rclone.conf, ...).
+	RcloneConfig string
+	// RcloneBinary is the rclone executable for rclone: URLs, a path or a
+	// name looked up in $PATH. "" means "rclone".
+	RcloneBinary string
 }
 
 // Supported describes the accepted repository URL forms, for help texts.
-const Supported = "a directory path, file:///abs/path, or s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true]"
+const Supported = "a directory path, file:///abs/path, s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true], or rclone:REMOTE:PATH"
 
 // schemeRE matches the scheme of an absolute URL. Windows drive letters
 // ("C:") are not schemes: a scheme here has at least two characters.
@@ -48,17 +57,27 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 			return nil, err
 		}
 		return b, nil
+	case "rclone":
+		cfg := target.rclone
+		cfg.ConfigFile = opt.RcloneConfig
+		cfg.Binary = opt.RcloneBinary
+		r, err := rclone.New(ctx, cfg, opt.Create)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	panic("backends: unhandled kind " + kind)
 }
 
 // target is what parse extracted from a URL.
 type target struct {
-	path string    // local
-	s3   s3.Config // s3
+	path   string        // local
+	s3     s3.Config     // s3
+	rclone rclone.Config // rclone (Remote only)
 }
 
-// parse maps rawURL to a backend kind ("local" or "s3") and its target,
+// parse maps rawURL to a backend kind ("local", "s3" or "rclone") and its target,
 // without touching the file system or network.
 func parse(rawURL string) (kind string, t target, err error) {
 	if strings.TrimSpace(rawURL) == "" {
@@ -91,11 +110,18 @@ func parse(rawURL string) (kind string, t target, err error) {
 			return "", t, err
 		}
 		return "s3", target{s3: c}, nil
-	case "gs", "gcs", "azblob", "azure", "rclone", "sftp", "http", "https", "swift", "b2":
+	case rclone.Scheme:
+		c, err := rclone.ParseURL(rawURL)
+		if err != nil {
+			return "", t, err
+		}
+		return "rclone", target{rclone: c}, nil
+	case "gs", "gcs", "azblob", "azure", "sftp", "http", "https", "swift", "b2":
 		return "", t, fmt.Errorf("%w: scheme %q is not supported yet; supported: %s", storage.ErrBadURL, scheme, Supported)
 	default:
-		return "", t, fmt.Errorf("%w: unknown scheme %q in %q; supported: %s (write ./%s for a relative directory whose name has a colon)",
-			storage.ErrBadURL, scheme, rawURL, Supported, rawURL)
+		// The URL itself is not echoed: it may carry credentials.
+		return "", t, fmt.Errorf("%w: unknown scheme %q; supported: %s (prefix ./ for a relative directory whose name has a colon)",
+			storage.ErrBadURL, scheme, Supported)
 	}
 }
 

@@ -12,16 +12,18 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 func TestParse(t *testing.T) {
 	good := []struct {
-		in   string
-		kind string
-		path string    // local
-		s3   s3.Config // s3
+		in     string
+		kind   string
+		path   string    // local
+		s3     s3.Config // s3
+		rclone string    // rclone: Config.Remote
 	}{
 		{in: "/var/backups/etcd", kind: "local", path: "/var/backups/etcd"},
 		{in: "backups", kind: "local", path: "backups"},
@@ -37,6 +39,11 @@ func TestParse(t *testing.T) {
 			s3: s3.Config{Bucket: "bucket", Prefix: "a/b", Region: "R", Endpoint: "host:9000", PathStyle: true}},
 		{in: "s3://bucket?endpoint=https://s3.example.com", kind: "s3",
 			s3: s3.Config{Bucket: "bucket", Endpoint: "s3.example.com", Secure: true, PathStyle: true}},
+		{in: "rclone:remote:path", kind: "rclone", rclone: "remote:path"},
+		{in: "rclone:s3remote:bucket/etcd", kind: "rclone", rclone: "s3remote:bucket/etcd"},
+		{in: "RCLONE:gdrive:", kind: "rclone", rclone: "gdrive:"},
+		{in: "rclone:/var/backups", kind: "rclone", rclone: "/var/backups"},
+		{in: "rclone::s3,provider=AWS:bucket/p", kind: "rclone", rclone: ":s3,provider=AWS:bucket/p"},
 	}
 	for _, tc := range good {
 		kind, got, err := parse(tc.in)
@@ -44,8 +51,8 @@ func TestParse(t *testing.T) {
 			t.Errorf("parse(%q): %v", tc.in, err)
 			continue
 		}
-		if kind != tc.kind || got.path != tc.path || got.s3 != tc.s3 {
-			t.Errorf("parse(%q) = %s %+v, want %s path=%q s3=%+v", tc.in, kind, got, tc.kind, tc.path, tc.s3)
+		if kind != tc.kind || got.path != tc.path || got.s3 != tc.s3 || got.rclone.Remote != tc.rclone {
+			t.Errorf("parse(%q) = %s %+v, want %s path=%q s3=%+v rclone=%q", tc.in, kind, got, tc.kind, tc.path, tc.s3, tc.rclone)
 		}
 	}
 
@@ -56,7 +63,12 @@ func TestParse(t *testing.T) {
 		{"colon in relative path", "backups:2024", "./backups:2024"},
 		{"gs not yet", "gs://bucket/p", `"gs" is not supported yet`},
 		{"azblob not yet", "azblob://container/p", `"azblob" is not supported yet`},
-		{"rclone not yet", "rclone:remote:path", `"rclone" is not supported yet`},
+		{"rclone empty", "rclone:", "missing remote"},
+		{"rclone empty remote name", "rclone::path", `missing ":"`},
+		{"rclone empty backend", "rclone::", "empty backend name"},
+		{"rclone without path colon", "rclone:remote", `missing ":" after the remote name`},
+		{"rclone relative path", "rclone:backups/etcd", `missing ":"`},
+		{"rclone secret in bad remote", "rclone:,secret_access_key=topsecret:b", "empty remote name"},
 		{"s3 without bucket", "s3:///prefix", "missing bucket"},
 		{"s3 without //", "s3:bucket/prefix", "missing //"},
 		{"s3 bad endpoint scheme", "s3://bucket/p?endpoint=ftp://host", "http or https"},
@@ -142,5 +154,56 @@ func TestOpenS3(t *testing.T) {
 	missing := strings.Replace(srv.URL("p"), srv.Bucket, "missing-bucket", 1)
 	if _, err := Open(ctx, missing, Options{Create: true}); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Open(%s) = %v, want ErrNotFound (buckets are never created)", missing, err)
+	}
+}
+
+func TestOpenRclone(t *testing.T) {
+	ctx := context.Background()
+	// rclone must not see the caller's AWS_CA_BUNDLE or RCLONE_* settings
+	// (Open passes the process environment to rclone).
+	t.Setenv("AWS_CA_BUNDLE", "")
+	t.Setenv("RCLONE_CONFIG", filepath.Join(t.TempDir(), "not-this-one.conf"))
+	conf := filepath.Join(t.TempDir(), "rclone.conf")
+	if err := os.WriteFile(conf, []byte("[loc]\ntype = local\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "repo")
+	opt := Options{RcloneConfig: conf, RcloneBinary: testenv.Bin(t, "rclone")}
+
+	_, err := Open(ctx, "rclone:loc:"+dir, opt)
+	if !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Open(missing dir) = %v, want ErrNotFound", err)
+	}
+	opt.Create = true
+	b, err := Open(ctx, "rclone:loc:"+dir, opt)
+	if err != nil {
+		t.Fatalf("Open(rclone:loc:..., Create): %v", err)
+	}
+	defer b.Close()
+	if _, ok := b.(*rclone.Remote); !ok || b.Location() != "rclone:loc:"+dir {
+		t.Errorf("Open(rclone:loc:%s) = %T at %q", dir, b, b.Location())
+	}
+	if err := b.Put(ctx, "x/y", strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	// The same directory as a local repository: rclone's local remote
+	// stores objects as plain files.
+	l, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Stat(ctx, "x/y"); err != nil {
+		t.Errorf("object stored through rclone is not at x/y of the directory: %v", err)
+	}
+
+	// Without RcloneConfig, rclone's own lookup applies: $RCLONE_CONFIG.
+	t.Setenv("RCLONE_CONFIG", conf)
+	if _, err := Open(ctx, "rclone:loc:"+dir, Options{RcloneBinary: opt.RcloneBinary}); err != nil {
+		t.Errorf("Open with $RCLONE_CONFIG: %v", err)
+	}
+
+	_, err = Open(ctx, "rclone:loc:"+dir, Options{RcloneConfig: conf, RcloneBinary: filepath.Join(t.TempDir(), "no-rclone")})
+	if err == nil || !strings.Contains(err.Error(), "rclone") {
+		t.Errorf("Open with a missing rclone binary = %v", err)
 	}
 }

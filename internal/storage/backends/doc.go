@@ -3,7 +3,8 @@
 // Open and then use the storage.Backend interface alone.
 //
 // Supported: plain paths and file:// URLs (package local), s3:// URLs
-// (package s3). Other schemes are rejected with storage.ErrBadURL until their
+// (package s3), rclone:REMOTE:PATH through the rclone binary (package
+// rclone). Other schemes are rejected with storage.ErrBadURL until their
 // backend exists.
 //
 // It must not import etcd packages or anything that knows about backups or

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/etcd-backup/etcd-backup/internal/agent"
+	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/systemd"
+)
+
+type agentOptions struct {
+	snap         snapshotOptions // etcd connection, --encrypt-to, --compression-level: as snapshot
+	Interval     time.Duration
+	Schedule     string
+	Jitter       time.Duration
+	RetryMax     int
+	RetryBackoff time.Duration
+	LeaderOnly   bool
+	Listen       string
+	MaxAge       time.Duration
+	Grace        time.Duration
+}
+
+func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
+	o.snap.AddFlags(fs)
+	fs.DurationVar(&o.Interval, "interval", systemd.DefaultInterval, "back up every interval, at wall-clock multiples of it (00:00:00, 00:00:30, ...); at least 1s")
+	fs.StringVar(&o.Schedule, "schedule", "", `cron schedule instead of --interval: "*/5 * * * *", with an optional leading seconds field, or @hourly, @daily, "@every 2h"; local time unless it starts with CRON_TZ=UTC`)
+	fs.DurationVar(&o.Jitter, "jitter", 0, "random delay up to this added to each scheduled run (at most half the interval)")
+	fs.IntVar(&o.RetryMax, "retry-max", agent.DefaultRetryMax, "retries of a failed run, with exponential backoff, while they still start within the run's interval")
+	fs.DurationVar(&o.RetryBackoff, "retry-backoff", agent.DefaultBackoff, "wait before the first retry; doubles after each")
+	fs.BoolVar(&o.LeaderOnly, "leader-only", false, "back up only while this member is the raft leader: run an agent on every member, each with its own member's client URL first in --endpoints")
+	fs.StringVar(&o.Listen, "listen", agent.DefaultListen, `HTTP address of /metrics, /healthz, /status and POST /backup ("" to serve nothing); keep it on loopback: there is no authentication`)
+	fs.DurationVar(&o.MaxAge, "max-age", 0, "/healthz fails when the newest backup in the repository is older than this (default 3 intervals)")
+	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
+}
+
+func newAgentCommand(g *Globals) *cobra.Command {
+	var o agentOptions
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Back up on a schedule, serve metrics and health, tell systemd (long-running)",
+		Long: `Run until SIGTERM, taking a backup every --interval (at wall-clock multiples
+of it) or on a cron --schedule, exactly like 'snapshot' does (same etcd,
+--encrypt-to and --compression-level flags). Runs never overlap; a failed run
+is retried with exponential backoff within its interval (--retry-max); a run
+that overruns its interval delays the next one instead of piling up.
+
+--leader-only: run one agent on every member, each given its own member's
+client URL as the FIRST --endpoints entry. Before each run an agent asks its
+member whether it is the raft leader and backs up only if it is, streaming
+from its own member, and only if the repository has no backup of the current
+interval yet. So the cluster gets one backup per interval, from the leader,
+whichever member that is; nothing is written into etcd. See docs/agent.md
+for the remaining races.
+
+HTTP on --listen (default 127.0.0.1:9785, no authentication):
+  GET  /metrics   Prometheus metrics (etcd_backup_*)
+  GET  /healthz   200 when the newest backup in the repository is younger than
+                  --max-age (default 3 intervals), 503 with the reason otherwise
+  GET  /status    JSON: last runs, newest backup, leader state, next run
+  POST /backup    back up now; answers {"id": ...} or {"error": ...}
+
+systemd (etcd-backup-agent.service, Type=notify): READY=1 once listening,
+WATCHDOG=1 when WatchdogSec= is set, STATUS= after each run, STOPPING=1 on
+SIGTERM; a backup in flight then has --grace to finish, otherwise it is
+cancelled and nothing is published. Every flag can be set as
+ETCD_BACKUP_<FLAG> (ETCD_BACKUP_LEADER_ONLY=true, ETCD_BACKUP_INTERVAL=5m).`,
+		Example: `  # on each member: this member's endpoint first
+  etcd-backup agent --leader-only --interval 5m --repo 's3://backups/etcd?region=eu-west-1' \
+      --endpoints https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379 \
+      --cacert /etc/etcd/ca.pem --cert /etc/etcd/client.pem --key /etc/etcd/client-key.pem
+
+  # one agent for the whole cluster (e.g. on a backup host), hourly at :17
+  etcd-backup agent --schedule '17 * * * *' --repo /var/backups/etcd --endpoints http://10.0.0.1:2379
+
+  curl -s localhost:9785/healthz; curl -s localhost:9785/status | jq .
+  curl -s -X POST localhost:9785/backup`,
+		Args: maxArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAgent(cmd.Context(), g, &o, cmd.Flags())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.FlagSet) error {
+	var sched agent.Schedule
+	switch {
+	case o.Schedule != "" && flags.Changed("interval"):
+		return usagef("give --interval or --schedule, not both (ETCD_BACKUP_INTERVAL and ETCD_BACKUP_SCHEDULE count too)")
+	case o.Schedule != "":
+		s, err := agent.ParseCron(o.Schedule)
+		if err != nil {
+			return usagef("--schedule: %v", err)
+		}
+		sched = s
+	case o.Interval < time.Second:
+		return usagef("--interval %s: at least 1s", o.Interval)
+	default:
+		sched = agent.Every(o.Interval)
+	}
+	switch {
+	case o.Jitter < 0, o.MaxAge < 0, o.Grace < 0, o.RetryBackoff < 0:
+		return usagef("--jitter, --max-age, --grace and --retry-backoff cannot be negative")
+	case o.RetryMax < 0:
+		return usagef("--retry-max cannot be negative")
+	case o.snap.Level < 1 || o.snap.Level > 4:
+		return usagef("--compression-level must be 1 to 4")
+	case len(o.snap.etcd.Endpoints) == 0 || o.snap.etcd.Endpoints[0] == "":
+		return usagef("--endpoints is empty")
+	}
+	recipients, err := parseRecipients(o.snap.EncryptTo, o.snap.EncryptToFile)
+	if err != nil {
+		return err
+	}
+	if g.Repo == "" {
+		_, err := g.openRepo(ctx, false) // the usage error
+		return err
+	}
+	cli, err := o.snap.etcd.connect()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	// Open the repository once now: a bad URL is a usage error at start;
+	// unreachable storage is not (the agent retries, /healthz says so).
+	openRepo := func(ctx context.Context) (*repo.Repo, error) { return g.openRepo(ctx, true) }
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	r, err := openRepo(octx)
+	cancel()
+	switch {
+	case errors.Is(err, storage.ErrBadURL):
+		return usageError{err}
+	case err != nil:
+		g.log.Warn("cannot open the repository yet; retrying at each run", "error", err)
+	default:
+		first := r
+		openRepo = func(ctx context.Context) (*repo.Repo, error) {
+			if first != nil {
+				r := first
+				first = nil
+				return r, nil
+			}
+			return g.openRepo(ctx, true)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	watchdog, err := agent.WatchdogFromEnv()
+	if err != nil {
+		g.log.Warn("ignoring systemd's watchdog settings", "error", err)
+	}
+	cfg := agent.Config{
+		Schedule:     sched,
+		Jitter:       o.Jitter,
+		RetryMax:     o.RetryMax,
+		RetryBackoff: o.RetryBackoff,
+		LeaderOnly:   o.LeaderOnly,
+		MaxAge:       o.MaxAge,
+		Grace:        o.Grace,
+		Listen:       o.Listen,
+		Client:       cli,
+		OpenRepo:     openRepo,
+		Backup:       backup.Options{Recipients: recipients, Level: o.snap.Level},
+		// AfterBackup: prune (and drills) are wired here.
+		Logger:   g.log,
+		Registry: reg,
+		Watchdog: watchdog,
+	}
+	if o.LeaderOnly {
+		cfg.Endpoint = o.snap.etcd.Endpoints[0]
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
