@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,11 +97,8 @@ func localRepo(t *testing.T) *repo.Repo {
 
 func s3Repo(t *testing.T) *repo.Repo {
 	srv := testenv.StartS3(t)
-	for _, kv := range srv.Env() {
-		k, v, _ := bytesCut(kv)
-		t.Setenv(k, v)
-	}
-	u, err := parseURL(srv.URL("etcd"))
+	srv.SetEnv(t)
+	u, err := url.Parse(srv.URL("etcd"))
 	if err != nil {
 		t.Fatal(err)
 	}
