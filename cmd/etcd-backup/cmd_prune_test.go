@@ -192,7 +192,7 @@ func TestPruneCommand(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"policy daily=unlimited within=1d", "within 1d, daily 2026-01-03", "within 1d, daily 2026-01-02", "would remove 1 backup,"} {
+		for _, want := range []string{"policy daily=unlimited within=1d", "within 1d, daily 2026-01-03", "within 1d, daily 2026-01-02", "would remove 1 backup and"} {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("output lacks %q:\n%s", want, stdout)
 			}

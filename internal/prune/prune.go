@@ -1,0 +1,414 @@
+// Package prune removes the backups a retention policy no longer keeps,
+// orphan payloads, and the backend's stale leftovers, while guaranteeing
+// that the newest backup that passes verification survives. See
+// docs/retention.md.
+//
+// It is used by the prune command and by the agent after each backup.
+package prune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/restore"
+	"github.com/etcd-backup/etcd-backup/internal/retention"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+)
+
+// DefaultOrphanAge is how old a payload without manifest, or a backend's
+// leftover of an interrupted write, must be before prune removes it: an
+// upload may still be running (docs/format.md).
+const DefaultOrphanAge = time.Hour
+
+// ErrNoVerifiedBackup: no backup of the cluster passes verification, so
+// prune removed nothing. Errors with it also wrap format.ErrIntegrity.
+var ErrNoVerifiedBackup = errors.New("no backup passes verification")
+
+// ReasonNewestVerified is the reason given to the backup prune keeps
+// whatever the policy says.
+const ReasonNewestVerified = "newest verified"
+
+// Options for Run.
+type Options struct {
+	// DryRun computes and verifies everything but removes nothing.
+	DryRun bool
+	// Now is the clock for the policy (see retention.Apply) and for the
+	// age of orphans. Default time.Now.
+	Now func() time.Time
+	// Identities decrypt encrypted backups for full verification. Without
+	// a matching one, an encrypted backup is verified by the size and
+	// sha256 of its stored bytes only.
+	Identities []age.Identity
+	Logger     *slog.Logger
+	// OrphanAge: payloads without a manifest, and the backend's stale
+	// leftovers (storage.Janitor), are removed once older than this.
+	// 0 means DefaultOrphanAge.
+	OrphanAge time.Duration
+}
+
+// Backup is the fate of one backup with an intact manifest.
+type Backup struct {
+	ID        string
+	Time      time.Time // from the ID: when the backup started, UTC
+	Member    string
+	Size      int64 // bytes of its manifest and payload objects
+	Encrypted bool
+	Keep      bool
+	Reasons   []string // why it is kept
+	Removed   bool     // its objects were removed (never in a dry run)
+}
+
+// Problem is a backup prune could not use, with the reason.
+type Problem struct {
+	ID  string
+	Err error
+}
+
+// Orphan is a payload object without a manifest.
+type Orphan struct {
+	Name    string // object name relative to the repository root
+	Size    int64
+	ModTime time.Time
+	Young   bool // younger than OrphanAge: left alone
+	Removed bool // removed (never in a dry run)
+}
+
+// Report tells what Run decided and did.
+type Report struct {
+	Cluster  string
+	Location string
+	Policy   retention.Policy
+	DryRun   bool
+	// Backups holds every backup with an intact manifest, newest first.
+	Backups []Backup
+	// Damaged manifests fail their checks. They are never removed by
+	// prune and do not count for the policy: look at them by hand.
+	Damaged []Problem
+	// VerifyFailed lists the backups, newer than Verified, that failed
+	// verification. The policy still decides their fate.
+	VerifyFailed []Problem
+	// Verified is the newest backup that passed verification, kept
+	// whatever the policy says ("" when there is no backup at all).
+	Verified string
+	// VerifiedStoredOnly: Verified is encrypted and no identity opened
+	// it, so only its stored size and sha256 were checked.
+	VerifiedStoredOnly bool
+	Orphans            []Orphan
+	// Stale lists what the backend's janitor removed (storage.Janitor).
+	Stale []string
+	// StaleErr is the janitor's failure, if any; it does not fail Run.
+	StaleErr error
+	// StaleSkipped: the janitor did not run (a dry run, or a backend
+	// without one).
+	StaleSkipped bool
+	// BytesFreed counts manifests, payloads and orphans removed (in a dry
+	// run: that would be removed). Janitor leftovers are not counted.
+	BytesFreed int64
+}
+
+// Kept returns the backups kept, newest first.
+func (rep *Report) Kept() []Backup { return rep.filter(true) }
+
+// Doomed returns the backups the policy removes (removed, or to be removed
+// in a dry run), newest first.
+func (rep *Report) Doomed() []Backup { return rep.filter(false) }
+
+func (rep *Report) filter(keep bool) []Backup {
+	var out []Backup
+	for _, b := range rep.Backups {
+		if b.Keep == keep {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Summary is a one-line account of the report.
+func (rep *Report) Summary() string {
+	verb := "removed"
+	if rep.DryRun {
+		verb = "would remove"
+	}
+	var oldOrphans int
+	for _, o := range rep.Orphans {
+		if !o.Young {
+			oldOrphans++
+		}
+	}
+	s := fmt.Sprintf("kept %s, %s %s and %s (%d bytes)", plural(len(rep.Kept()), "backup"), verb,
+		plural(len(rep.Doomed()), "backup"), plural(oldOrphans, "orphan payload"), rep.BytesFreed)
+	if len(rep.Stale) > 0 {
+		s += fmt.Sprintf(", removed %s", plural(len(rep.Stale), "stale upload leftover"))
+	}
+	if len(rep.Damaged) > 0 {
+		s += fmt.Sprintf("; %s left in place", plural(len(rep.Damaged), "damaged manifest"))
+	}
+	return s
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// Run applies policy p to the backups of r's cluster:
+//
+//  1. read every manifest; damaged ones are reported and never removed;
+//  2. decide with retention.Apply;
+//  3. verify backups from the newest down until one passes (restore.Fetch,
+//     or restore.VerifyStored for encrypted backups without a matching
+//     identity) and keep that one whatever the policy says; when none
+//     passes, remove nothing and return an error wrapping
+//     ErrNoVerifiedBackup and format.ErrIntegrity;
+//  4. remove each backup the policy does not keep, oldest first: its
+//     manifest first, so it leaves every listing at once, then its payload
+//     (if that fails, the payload is an orphan for a later run);
+//  5. remove orphan payloads older than opt.OrphanAge;
+//  6. call the backend's storage.Janitor, if it has one.
+//
+// A dry run does 1 to 3 and reports what 4 and 5 would remove. Run returns
+// the report also with an error, covering what was done until then.
+func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*Report, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if opt.Now != nil {
+		now = opt.Now
+	}
+	orphanAge := opt.OrphanAge
+	if orphanAge <= 0 {
+		orphanAge = DefaultOrphanAge
+	}
+	b := r.Backend()
+	rep := &Report{Cluster: r.Cluster(), Location: b.Location(), Policy: p, DryRun: opt.DryRun}
+	if err := p.Validate(); err != nil {
+		return rep, err
+	}
+	if p.Empty() {
+		return rep, retention.ErrEmptyPolicy
+	}
+	dir := snapDir(r)
+
+	// Sizes of everything in the snapshot directory, for the report.
+	sizes := map[string]int64{}
+	if err := b.List(ctx, dir+"/", func(i storage.Info) error { sizes[i.Name] = i.Size; return nil }); err != nil {
+		return rep, fmt.Errorf("list snapshots: %w", err)
+	}
+	entries, err := r.List(ctx)
+	if err != nil {
+		return rep, err
+	}
+	manifests := map[string]*format.Manifest{}
+	var in []retention.Backup
+	for _, e := range entries {
+		if e.Err != nil {
+			rep.Damaged = append(rep.Damaged, Problem{ID: e.ID, Err: e.Err})
+			log.Warn("damaged manifest: left in place, not counted by the policy", "id", e.ID, "err", e.Err)
+			continue
+		}
+		t, err := format.IDTime(e.ID)
+		if err != nil { // IDs() only returns valid IDs
+			return rep, err
+		}
+		manifests[e.ID] = e.M
+		in = append(in, retention.Backup{ID: e.ID, Time: t})
+	}
+
+	decisions := retention.Apply(in, p, now())
+	for _, d := range decisions {
+		m := manifests[d.ID]
+		rep.Backups = append(rep.Backups, Backup{
+			ID: d.ID, Time: d.Time, Member: m.MemberName, Encrypted: m.Encrypted(),
+			Size: sizes[r.ManifestName(d.ID)] + sizes[payloadName(r, m)],
+			Keep: d.Keep, Reasons: d.Reasons,
+		})
+	}
+
+	// The newest backup that passes verification is never removed.
+	if len(entries) > 0 {
+		for i := range rep.Backups {
+			bk := &rep.Backups[i]
+			storedOnly, err := verify(ctx, r, manifests[bk.ID], opt.Identities)
+			if err == nil {
+				rep.Verified, rep.VerifiedStoredOnly = bk.ID, storedOnly
+				if !bk.Keep {
+					bk.Keep = true
+					bk.Reasons = nil
+				}
+				bk.Reasons = append(bk.Reasons, ReasonNewestVerified)
+				log.Info("newest verified backup", "id", bk.ID, "stored_bytes_only", storedOnly)
+				break
+			}
+			if !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+				return rep, fmt.Errorf("verify backup %s: %w (nothing removed)", bk.ID, err)
+			}
+			rep.VerifyFailed = append(rep.VerifyFailed, Problem{ID: bk.ID, Err: err})
+			log.Warn("backup fails verification", "id", bk.ID, "err", err)
+		}
+		if rep.Verified == "" {
+			return rep, fmt.Errorf("%w: %w: none of the %d backups of cluster %q in %s can be read back intact (%d damaged manifests); nothing removed",
+				ErrNoVerifiedBackup, format.ErrIntegrity, len(rep.Backups), r.Cluster(), b.Location(), len(rep.Damaged))
+		}
+	}
+
+	// Remove, oldest first, so that an interruption leaves the newer ones.
+	for i := len(rep.Backups) - 1; i >= 0; i-- {
+		bk := &rep.Backups[i]
+		if bk.Keep {
+			continue
+		}
+		if opt.DryRun {
+			rep.BytesFreed += bk.Size
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		if err := removeBackup(ctx, r, manifests[bk.ID], log); err != nil {
+			return rep, err
+		}
+		bk.Removed = true
+		rep.BytesFreed += bk.Size
+		log.Info("backup removed", "id", bk.ID, "bytes", bk.Size)
+	}
+
+	if err := removeOrphans(ctx, r, rep, now(), orphanAge, opt.DryRun, log); err != nil {
+		return rep, err
+	}
+
+	j, ok := b.(storage.Janitor)
+	if !ok || opt.DryRun {
+		rep.StaleSkipped = true
+		return rep, nil
+	}
+	rep.Stale, rep.StaleErr = j.RemoveStale(ctx, orphanAge)
+	for _, s := range rep.Stale {
+		log.Info("stale leftover removed", "what", s)
+	}
+	if rep.StaleErr != nil {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		log.Warn("removing stale upload leftovers failed; backups are unaffected", "err", rep.StaleErr)
+	}
+	return rep, nil
+}
+
+// verify checks m as fully as the identities allow. storedOnly reports
+// that only the stored size and sha256 could be checked.
+func verify(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity) (storedOnly bool, err error) {
+	if m.Encrypted() && len(ids) == 0 {
+		return true, restore.VerifyStored(ctx, r, m)
+	}
+	err = restore.Fetch(ctx, r, m, ids, io.Discard, nil)
+	if m.Encrypted() && errors.Is(err, format.ErrKey) {
+		return true, restore.VerifyStored(ctx, r, m)
+	}
+	return false, err
+}
+
+// snapDir is the directory of r's manifests and payloads.
+func snapDir(r *repo.Repo) string { return path.Dir(r.ManifestName("x")) }
+
+// payloadName is the object name of m's payload, or "" when the manifest
+// names something that is not this backup's payload (then prune leaves it).
+func payloadName(r *repo.Repo, m *format.Manifest) string {
+	if m.Payload != repo.PayloadBase(m.ID, false) && m.Payload != repo.PayloadBase(m.ID, true) {
+		return ""
+	}
+	return path.Join(snapDir(r), m.Payload)
+}
+
+// removeBackup removes m's manifest, then its payload. Objects already gone
+// (a concurrent prune) are fine.
+func removeBackup(ctx context.Context, r *repo.Repo, m *format.Manifest, log *slog.Logger) error {
+	b := r.Backend()
+	if err := b.Remove(ctx, r.ManifestName(m.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("remove backup %s: manifest: %w", m.ID, err)
+	}
+	pn := payloadName(r, m)
+	if pn == "" {
+		log.Warn("manifest names an unexpected payload; left in place", "id", m.ID, "payload", m.Payload)
+		return nil
+	}
+	if err := b.Remove(ctx, pn); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("remove backup %s: manifest removed, payload %s not (a later prune removes it as an orphan): %w", m.ID, m.Payload, err)
+	}
+	return nil
+}
+
+// removeOrphans removes payloads whose manifest does not exist and that are
+// older than age, and records every orphan in rep.
+func removeOrphans(ctx context.Context, r *repo.Repo, rep *Report, now time.Time, age time.Duration, dryRun bool, log *slog.Logger) error {
+	b := r.Backend()
+	dir := snapDir(r) + "/"
+	haveManifest := map[string]bool{}
+	var payloads []storage.Info
+	err := b.List(ctx, dir, func(i storage.Info) error {
+		base := strings.TrimPrefix(i.Name, dir)
+		if id, ok := strings.CutSuffix(base, ".manifest.json"); ok {
+			haveManifest[id] = true
+		} else if payloadID(base) != "" {
+			payloads = append(payloads, i)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list snapshots for orphans: %w", err)
+	}
+	for _, i := range payloads {
+		id := payloadID(strings.TrimPrefix(i.Name, dir))
+		if haveManifest[id] {
+			continue
+		}
+		o := Orphan{Name: i.Name, Size: i.Size, ModTime: i.ModTime, Young: now.Sub(i.ModTime) <= age}
+		if o.Young {
+			rep.Orphans = append(rep.Orphans, o)
+			continue
+		}
+		if dryRun {
+			rep.BytesFreed += o.Size
+			rep.Orphans = append(rep.Orphans, o)
+			continue
+		}
+		// A backup publishes its manifest right after its payload; look
+		// again just before removing, to narrow that window.
+		if _, err := b.Stat(ctx, r.ManifestName(id)); err == nil {
+			continue
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("orphan %s: check for its manifest: %w", i.Name, err)
+		}
+		if err := b.Remove(ctx, i.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("remove orphan %s: %w", i.Name, err)
+		}
+		o.Removed = true
+		rep.BytesFreed += o.Size
+		rep.Orphans = append(rep.Orphans, o)
+		log.Info("orphan payload removed", "name", i.Name, "bytes", i.Size, "modified", i.ModTime)
+	}
+	return nil
+}
+
+// payloadID returns the backup ID of a payload's base name, or "".
+func payloadID(base string) string {
+	for _, suffix := range []string{".db.zst.age", ".db.zst"} {
+		if id, ok := strings.CutSuffix(base, suffix); ok && format.ValidID(id) {
+			return id
+		}
+	}
+	return ""
+}
