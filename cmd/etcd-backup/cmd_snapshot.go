@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
 )
 
 type snapshotOptions struct {
@@ -78,9 +81,17 @@ func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 	if err != nil {
 		return err
 	}
-	if g.Repo == "" {
-		_, err := g.openRepo(ctx, false) // the usage error
-		return err
+	// Check the repository first (bad URL, missing bucket), but create a
+	// missing local directory only once etcd has answered, so a failed run
+	// leaves nothing behind.
+	probe, err := g.openRepo(ctx, false)
+	if err != nil {
+		dir, perr := backends.LocalPath(g.Repo)
+		if g.Repo == "" || perr != nil || dir == "" || !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+	} else {
+		closeRepo(probe)
 	}
 	cli, err := o.etcd.connect()
 	if err != nil {

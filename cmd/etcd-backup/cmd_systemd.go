@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -17,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
+	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
 	"github.com/etcd-backup/etcd-backup/internal/systemd"
 )
 
@@ -360,35 +358,18 @@ func (o *systemdOptions) config(flags *pflag.FlagSet, g *Globals) (systemd.Confi
 	return cfg, nil
 }
 
-// repoSchemeRE is backends' test for a URL scheme: two characters at least,
-// so that a Windows drive letter is a path.
-var repoSchemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.\-]+):`)
-
 // systemdRepoDir returns the directory of a local repository ("" for a
 // remote one), which the units must be allowed to write.
 func systemdRepoDir(raw string) (string, error) {
-	m := repoSchemeRE.FindStringSubmatch(raw)
-	if m == nil {
-		if !filepath.IsAbs(raw) {
-			return "", usagef("--repo %q: a local repository must be an absolute path in a unit (the services run in /)", raw)
-		}
-		return filepath.Clean(raw), nil
-	}
-	u, err := url.Parse(raw)
+	dir, err := backends.LocalPath(raw)
 	if err != nil {
-		return "", usagef("--repo: %v", err)
+		return "", err
 	}
-	switch strings.ToLower(m[1]) {
-	case "file":
-		if u.Opaque != "" || u.Path == "" || (u.Host != "" && u.Host != "localhost") {
-			return "", usagef("--repo %q: want file:///absolute/path", raw)
-		}
-		return filepath.Clean(u.Path), nil
-	case "s3":
-		if _, err := s3.ParseURL(u); err != nil {
-			return "", err
-		}
+	if dir != "" && !filepath.IsAbs(dir) {
+		return "", usagef("--repo %q: a local repository must be an absolute path in a unit (the services run in /)", raw)
 	}
-	// Remote (or a scheme snapshot will judge): nothing to write locally.
-	return "", nil
+	if dir != "" {
+		dir = filepath.Clean(dir)
+	}
+	return dir, nil
 }

@@ -70,6 +70,19 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 	panic("backends: unhandled kind " + kind)
 }
 
+// LocalPath checks rawURL without touching the file system or network and,
+// for a local directory repository, returns its path ("" for remote ones).
+func LocalPath(rawURL string) (string, error) {
+	kind, t, err := parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	if kind == "local" {
+		return t.path, nil
+	}
+	return "", nil
+}
+
 // target is what parse extracted from a URL.
 type target struct {
 	path   string        // local
