@@ -2,7 +2,6 @@ package restore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -146,6 +145,3 @@ func fetchToFile(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []ag
 	}
 	return nil
 }
-
-// IsIntegrity reports whether err means the backup itself is damaged.
-func IsIntegrity(err error) bool { return errors.Is(err, format.ErrIntegrity) }
