@@ -23,7 +23,11 @@ type Options struct {
 	Logger   *slog.Logger
 	// Progress, when set, is called with the raw bytes streamed so far.
 	Progress func(raw int64)
-	now      func() time.Time
+	// BeforeUpload, when set, is called with the member's status taken
+	// just before its snapshot stream was opened; an error aborts the
+	// backup before the payload upload starts and is returned as is.
+	BeforeUpload func(member etcd.MemberStatus) error
+	now          func() time.Time
 }
 
 // Run takes one full backup of the cluster behind cli into r and returns
@@ -61,6 +65,11 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 	defer snap.Close()
 	log.Info("streaming snapshot", "id", id, "endpoint", ep, "member", snap.Member.Name,
 		"leader", snap.Member.IsLeader(), "revision", snap.Revision)
+	if opt.BeforeUpload != nil {
+		if err := opt.BeforeUpload(snap.Member); err != nil {
+			return nil, err
+		}
+	}
 
 	encrypted := len(opt.Recipients) > 0
 	pr, pw := io.Pipe()
@@ -125,6 +134,16 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 		for _, rc := range opt.Recipients {
 			m.Recipients = append(m.Recipients, rc.Fingerprint)
 		}
+	}
+	// etcd's own hash of the key space at Revision, from the same member,
+	// for restore drills to compare with (docs/format.md, hash_kv). Optional:
+	// the backup is complete and checked without it.
+	if h, err := cli.HashKV(ctx, ep, m.Revision); err != nil {
+		log.Warn("HashKV not recorded in the manifest (the backup is still good; restore drills will not compare etcd's hash)",
+			"id", id, "endpoint", ep, "revision", m.Revision, "error", err)
+	} else {
+		m.HashKV = &format.HashKV{Revision: h.Revision, Hash: h.Hash, CompactRevision: h.CompactRevision}
+		log.Debug("HashKV recorded", "id", id, "revision", h.Revision, "hash", h.Hash, "compact_revision", h.CompactRevision)
 	}
 	if err := r.PutManifest(ctx, m); err != nil {
 		return nil, err

@@ -52,6 +52,23 @@ type Manifest struct {
 	Encryption     string    `json:"encryption"`
 	Recipients     []string  `json:"recipients,omitempty"`
 	ToolVersion    string    `json:"tool_version"`
+	// HashKV is etcd's own hash of the key space at Revision, asked of the
+	// source member after the stream completed. Optional: nil when the
+	// member could not answer (e.g. Revision was compacted meanwhile) and in
+	// manifests written before it was recorded.
+	HashKV *HashKV `json:"hash_kv,omitempty"`
+}
+
+// HashKV is the answer of etcd's Maintenance.HashKV at one revision: a CRC-32C
+// (Castagnoli) over every key-bucket entry of the MVCC store with a revision
+// in (CompactRevision, Revision], plus the older revisions a compaction at
+// CompactRevision keeps. Any member holding the same history computes the
+// same value (etcd's own corruption check relies on it), so a member started
+// from the restored backup must too, once compacted at CompactRevision.
+type HashKV struct {
+	Revision        int64  `json:"revision"`
+	Hash            uint32 `json:"hash"`
+	CompactRevision int64  `json:"compact_revision"`
 }
 
 // Encrypted reports whether the payload is an age file.

@@ -60,7 +60,7 @@ func TestParse(t *testing.T) {
 		{"empty", "", "empty repository URL"},
 		{"blank", "  ", "empty repository URL"},
 		{"unknown scheme", "ftp://host/dir", `unknown scheme "ftp"`},
-		{"colon in relative path", "backups:2024", "./backups:2024"},
+		{"colon in relative path", "backups:2024", "prefix ./"},
 		{"gs not yet", "gs://bucket/p", `"gs" is not supported yet`},
 		{"azblob not yet", "azblob://container/p", `"azblob" is not supported yet`},
 		{"rclone empty", "rclone:", "missing remote"},
