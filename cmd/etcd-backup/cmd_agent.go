@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/agent"
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/prune"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/systemd"
@@ -28,6 +30,7 @@ type agentOptions struct {
 	Listen       string
 	MaxAge       time.Duration
 	Grace        time.Duration
+	prune        pruneOptions // retention after each backup: --keep-* as prune
 }
 
 func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
@@ -41,6 +44,8 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", agent.DefaultListen, `HTTP address of /metrics, /healthz, /status and POST /backup ("" to serve nothing); keep it on loopback: there is no authentication`)
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "/healthz fails when the newest backup in the repository is older than this (default 3 intervals)")
 	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
+	o.prune.addPolicyFlags(fs)
+	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for retention to verify encrypted backups completely (without it: stored checksums only)")
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {
@@ -174,10 +179,10 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		Client:       cli,
 		OpenRepo:     openRepo,
 		Backup:       backup.Options{Recipients: recipients, Level: o.snap.Level},
-		// AfterBackup: prune (and drills) are wired here.
-		Logger:   g.log,
-		Registry: reg,
-		Watchdog: watchdog,
+		AfterBackup:  afterBackup(g, o),
+		Logger:       g.log,
+		Registry:     reg,
+		Watchdog:     watchdog,
 	}
 	if o.LeaderOnly {
 		cfg.Endpoint = o.snap.etcd.Endpoints[0]
@@ -187,4 +192,37 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// afterBackup applies the retention policy (--keep-*) after each backup
+// this agent published, like 'etcd-backup prune' would. nil when no
+// policy is set.
+func afterBackup(g *Globals, o *agentOptions) func(context.Context) error {
+	policy := o.prune.policy()
+	if policy.Empty() {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		ids, err := readIdentities(o.prune.Identity)
+		if err != nil {
+			return err
+		}
+		r, err := g.openRepo(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer closeRepo(r)
+		rep, err := prune.Run(ctx, r, policy, prune.Options{Identities: ids, Logger: g.log, OrphanAge: time.Duration(o.prune.OrphanAge)})
+		if err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+		removed := 0
+		for _, b := range rep.Backups {
+			if b.Removed {
+				removed++
+			}
+		}
+		g.log.Info("retention applied", "removed", removed, "kept", len(rep.Backups)-removed, "bytes_freed", rep.BytesFreed)
+		return nil
+	}
 }

@@ -33,6 +33,13 @@ type pruneOptions struct {
 }
 
 func (o *pruneOptions) AddFlags(fs *pflag.FlagSet) {
+	o.addPolicyFlags(fs)
+	fs.BoolVar(&o.DryRun, "dry-run", false, "verify and print what would be removed and why; change nothing")
+	fs.StringArrayVar(&o.Identity, "identity", nil, "age identity file (or SSH private key) to verify encrypted backups completely; repeatable")
+}
+
+// addPolicyFlags adds the retention flags, which the agent shares.
+func (o *pruneOptions) addPolicyFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.KeepLast, "keep-last", "keep the n newest backups ('unlimited': all)")
 	fs.Var(&o.KeepHourly, "keep-hourly", "keep the newest backup of each of the n newest hours (UTC) that have backups")
 	fs.Var(&o.KeepDaily, "keep-daily", "keep the newest backup of each of the n newest days (UTC) that have backups")
@@ -40,8 +47,6 @@ func (o *pruneOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.KeepMonthly, "keep-monthly", "keep the newest backup of each of the n newest months (UTC) that have backups")
 	fs.Var(&o.KeepYearly, "keep-yearly", "keep the newest backup of each of the n newest years (UTC) that have backups")
 	fs.Var(&o.KeepWithin, "keep-within", "keep every backup taken within this duration before the newest backup, e.g. 36h, 7d, 2w, 1d12h")
-	fs.BoolVar(&o.DryRun, "dry-run", false, "verify and print what would be removed and why; change nothing")
-	fs.StringArrayVar(&o.Identity, "identity", nil, "age identity file (or SSH private key) to verify encrypted backups completely; repeatable")
 	o.OrphanAge = durationFlag(prune.DefaultOrphanAge)
 	fs.Var(&o.OrphanAge, "orphan-age", "remove payloads without manifest, and leftovers of interrupted uploads, once older than this")
 }
