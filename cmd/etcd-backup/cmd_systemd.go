@@ -27,7 +27,7 @@ type systemdOptions struct {
 	Env      []string
 	Force    bool
 
-	// mirrored are the flags of snapshot, restore and join that the
+	// mirrored are the flags of snapshot, restore, join and agent that the
 	// systemd command accepts too and writes into the units.
 	mirrored []string
 }
@@ -56,12 +56,13 @@ func (o *systemdOptions) AddFlags(fs *pflag.FlagSet) {
 	var sn snapshotOptions
 	var re restoreOptions
 	var jo joinOptions
+	var ag agentOptions
 	usedBy := map[string][]string{}
 	flags := map[string]*pflag.Flag{}
 	for _, c := range []struct {
 		name string
 		add  func(*pflag.FlagSet)
-	}{{"snapshot", sn.AddFlags}, {"restore", re.AddFlags}, {"join", jo.AddFlags}} {
+	}{{"snapshot", sn.AddFlags}, {"restore", re.AddFlags}, {"join", jo.AddFlags}, {"agent", ag.AddFlags}} {
 		scratch := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
 		c.add(scratch)
 		scratch.VisitAll(func(f *pflag.Flag) {
