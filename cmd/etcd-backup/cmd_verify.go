@@ -111,7 +111,7 @@ func runVerify(ctx context.Context, g *Globals, o *verifyOptions, ref string) er
 }
 
 func printVerified(g *Globals, m *format.Manifest) {
-	fmt.Fprintf(g.stdout, "%s ok: %d bytes, revision %d, member %s, every checksum and etcd's hash match\n",
+	fmt.Fprintf(g.stdout, "%s ok: %d bytes, revision %d, member %s, every checksum and etcd's sha256 trailer match\n",
 		m.ID, m.RawSize, m.Revision, m.MemberName)
 }
 
@@ -139,6 +139,9 @@ func runDrill(ctx context.Context, g *Globals, o *verifyOptions, r *repo.Repo, m
 		}
 		fmt.Fprintf(g.stdout, "%s %s: a one-member etcd restored from it serves %d keys (%s) at revision %d, etcd's snapshot reader counts %d; %s; %.1fs\n",
 			m.ID, verdict, rep.Keys, progress.Bytes(rep.Bytes), rep.Revision, rep.SnapshotKeys, rep.HashStatus(), rep.Duration.Seconds())
+		if rep.Note != "" {
+			fmt.Fprintf(g.stdout, "  note: %s\n", rep.Note)
+		}
 		for _, p := range rep.Problems {
 			fmt.Fprintf(g.stdout, "  - %s\n", p)
 		}
