@@ -39,3 +39,21 @@ func TestAgentAppliesRetention(t *testing.T) {
 		t.Fatalf("after the agent stopped: %d backups, want 2 (--keep-last 2)", len(listed))
 	}
 }
+
+// TestAgentDrills runs restore drills from the agent and exports their
+// result as metrics.
+func TestAgentDrills(t *testing.T) {
+	c := startCluster(t, "3.6.16", newSpecs(t, "m", 1))
+	putKeys(t, c.client(), "/d/", 50, 10)
+	a := startAgent(t, "drill", nil, "--endpoints", c.endpoints()[0], "--repo", t.TempDir(),
+		"--interval", "1s", "--drill-every", "2s")
+	poll(t, 60*time.Second, "a passed drill in /metrics", func() bool {
+		mf := a.metrics(t)
+		return metric(mf, "etcd_backup_last_drill_success_timestamp_seconds") > 0 &&
+			metric(mf, "etcd_backup_drill_runs_total", "result", "success") >= 1
+	})
+	if n := metric(a.metrics(t), "etcd_backup_drill_runs_total", "result", "failure"); n != 0 {
+		t.Fatalf("%v failed drills on good backups", n)
+	}
+	a.stop(t, 30*time.Second)
+}

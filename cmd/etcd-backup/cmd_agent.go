@@ -31,6 +31,7 @@ type agentOptions struct {
 	MaxAge       time.Duration
 	Grace        time.Duration
 	prune        pruneOptions // retention after each backup: --keep-* as prune
+	DrillEvery   time.Duration
 }
 
 func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
@@ -45,6 +46,7 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "/healthz fails when the newest backup in the repository is older than this (default 3 intervals)")
 	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
 	o.prune.addPolicyFlags(fs)
+	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
 	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for retention to verify encrypted backups completely (without it: stored checksums only)")
 }
 
@@ -190,6 +192,15 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
+	}
+	if o.DrillEvery > 0 {
+		d := newDrillLoop(o.DrillEvery, drillArgs(g, o.prune.Identity), g.log, reg)
+		if o.LeaderOnly {
+			d.isLeader = leaderCheck(cli, cfg.Endpoint)
+		}
+		dctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go d.run(dctx)
 	}
 	return a.Run(ctx)
 }
