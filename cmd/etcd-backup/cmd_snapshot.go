@@ -82,12 +82,11 @@ func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 		return err
 	}
 	// Check the repository first (bad URL, missing bucket), but create a
-	// missing local directory only once etcd has answered, so a failed run
-	// leaves nothing behind.
+	// missing local directory or rclone path only once etcd has answered,
+	// so a failed run leaves nothing behind.
 	probe, err := g.openRepo(ctx, false)
 	if err != nil {
-		dir, perr := backends.LocalPath(g.Repo)
-		if g.Repo == "" || perr != nil || dir == "" || !errors.Is(err, storage.ErrNotFound) {
+		if g.Repo == "" || !backends.CreatesMissing(g.Repo) || !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
 	} else {

@@ -70,6 +70,14 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 	panic("backends: unhandled kind " + kind)
 }
 
+// CreatesMissing reports whether Open with Create makes a missing
+// repository root for rawURL (a local directory or an rclone path; never an
+// S3 bucket). It does not touch the file system or network.
+func CreatesMissing(rawURL string) bool {
+	kind, _, err := parse(rawURL)
+	return err == nil && (kind == "local" || kind == "rclone")
+}
+
 // LocalPath checks rawURL without touching the file system or network and,
 // for a local directory repository, returns its path ("" for remote ones).
 func LocalPath(rawURL string) (string, error) {
