@@ -68,6 +68,9 @@ func (t *trailerCheck) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// sum is the sha256 of the database bytes (everything but the trailer).
+func (t *trailerCheck) sum() string { return hex.EncodeToString(t.h.Sum(nil)) }
+
 func (t *trailerCheck) check() error {
 	if len(t.tail) < EtcdTrailerSize {
 		return fmt.Errorf("%w: snapshot is shorter than etcd's sha256 trailer", ErrIntegrity)
@@ -92,7 +95,7 @@ type EncoderOptions struct {
 // etcd's trailer. If Close (or any Write) fails, the stored bytes written so
 // far must be discarded.
 type Encoder struct {
-	raw     *counter
+	rawN    int64
 	trailer *trailerCheck
 	stored  *counter
 	zw      *zstd.Encoder
@@ -102,7 +105,7 @@ type Encoder struct {
 
 // NewEncoder returns an Encoder writing the stored payload to w.
 func NewEncoder(w io.Writer, opt EncoderOptions) (*Encoder, error) {
-	e := &Encoder{raw: newCounter(), trailer: newTrailerCheck(), stored: newCounter()}
+	e := &Encoder{trailer: newTrailerCheck(), stored: newCounter()}
 	out := io.MultiWriter(w, e.stored)
 	var zdst io.Writer = out
 	if len(opt.Recipients) > 0 {
@@ -129,18 +132,21 @@ func NewEncoder(w io.Writer, opt EncoderOptions) (*Encoder, error) {
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(conc),
 		zstd.WithEncoderCRC(true),
-		zstd.WithWindowSize(4<<20),
-		zstd.WithLowerEncoderMem(true))
+		zstd.WithWindowSize(4<<20))
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
 	e.zw = zw
-	e.mw = io.MultiWriter(e.raw, e.trailer, zw)
+	e.mw = io.MultiWriter(e.trailer, zw)
 	return e, nil
 }
 
 // Write takes raw snapshot bytes.
-func (e *Encoder) Write(p []byte) (int, error) { return e.mw.Write(p) }
+func (e *Encoder) Write(p []byte) (int, error) {
+	n, err := e.mw.Write(p)
+	e.rawN += int64(n)
+	return n, err
+}
 
 // Close flushes the zstd and age streams and checks etcd's sha256 trailer.
 func (e *Encoder) Close() (Sums, error) {
@@ -161,13 +167,13 @@ func (e *Encoder) Close() (Sums, error) {
 // Sums reports the sizes and checksums so far (final after Close).
 func (e *Encoder) Sums() Sums {
 	return Sums{
-		RawSize: e.raw.n, RawSHA256: e.raw.sum(),
+		RawSize: e.rawN, RawSHA256: e.trailer.sum(),
 		StoredSize: e.stored.n, StoredSHA256: e.stored.sum(),
 	}
 }
 
 // RawBytes reports how many raw bytes were written so far.
-func (e *Encoder) RawBytes() int64 { return e.raw.n }
+func (e *Encoder) RawBytes() int64 { return e.rawN }
 
 // Decoder reads a stored payload and yields the raw etcd snapshot bytes.
 // The bytes it returns are not trusted until Read has returned io.EOF: only
@@ -177,7 +183,7 @@ type Decoder struct {
 	m       *Manifest
 	src     *countingReader
 	zr      *zstd.Decoder
-	raw     *counter
+	rawN    int64
 	trailer *trailerCheck
 	done    bool
 }
@@ -197,7 +203,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // encrypted payload, identities must hold a matching key; otherwise the error
 // wraps ErrKey.
 func NewDecoder(r io.Reader, m *Manifest, identities []age.Identity) (*Decoder, error) {
-	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, raw: newCounter(), trailer: newTrailerCheck()}
+	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, trailer: newTrailerCheck()}
 	var zsrc io.Reader = d.src
 	switch m.Encryption {
 	case EncryptionNone, "":
@@ -236,7 +242,7 @@ func (d *Decoder) Read(p []byte) (int, error) {
 	}
 	n, err := d.zr.Read(p)
 	if n > 0 {
-		d.raw.Write(p[:n])
+		d.rawN += int64(n)
 		d.trailer.Write(p[:n])
 	}
 	if err == io.EOF {
@@ -264,12 +270,12 @@ func (d *Decoder) finish() error {
 		return fmt.Errorf("%w: backup %s: stored payload is %d bytes, manifest says %d", ErrIntegrity, id, d.src.c.n, d.m.StoredSize)
 	case d.src.c.sum() != d.m.StoredSHA256:
 		return fmt.Errorf("%w: backup %s: stored payload sha256 does not match the manifest", ErrIntegrity, id)
-	case d.raw.n != d.m.RawSize:
-		return fmt.Errorf("%w: backup %s: snapshot is %d bytes, manifest says %d", ErrIntegrity, id, d.raw.n, d.m.RawSize)
-	case d.raw.sum() != d.m.RawSHA256:
-		return fmt.Errorf("%w: backup %s: snapshot sha256 does not match the manifest", ErrIntegrity, id)
+	case d.rawN != d.m.RawSize:
+		return fmt.Errorf("%w: backup %s: snapshot is %d bytes, manifest says %d", ErrIntegrity, id, d.rawN, d.m.RawSize)
+	case d.trailer.sum() != d.m.RawSHA256:
+		return fmt.Errorf("%w: backup %s: database sha256 does not match the manifest", ErrIntegrity, id)
 	}
-	return d.trailer.check()
+	return d.trailer.check() // and etcd's own trailer, which covers the last 32 bytes
 }
 
 // Close releases the decoder's resources.
