@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/datadir"
+	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/restore"
+	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
+)
+
+// analysis is "where the time goes" for one profile at its largest size.
+type analysis struct {
+	RawSize    int64
+	StreamOnly []sample // in-process: etcd leader -> io.Discard
+	Stages     []stage  // in-process: the encoder's parts on the snapshot bytes in memory
+	Profiled   sample   // in-process backup.Run to file:// under the CPU profiler
+	Categories []cpuShare
+	Top        []cpuShare
+	ProfileErr string
+	Restore    []stage // in-process: the steps of one member's etcd-backup restore
+	RestoreErr string
+}
+
+type stage struct {
+	Name   string
+	Wall   time.Duration
+	CPU    time.Duration
+	Output int64
+}
+
+type cpuShare struct {
+	Name    string
+	Seconds float64
+	Percent float64
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// countWriter counts and discards.
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// chunk is the size of the messages etcd streams a snapshot in.
+const chunk = 32 << 10
+
+func feed(w io.Writer, raw []byte) error {
+	for off := 0; off < len(raw); off += chunk {
+		if _, err := w.Write(raw[off:min(off+chunk, len(raw))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) analyse(ctx context.Context, cl *cluster, profileName, ref, dir string) (*analysis, error) {
+	snapFile := filepath.Join(ref, "snap.db")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	an := &analysis{}
+	lead, err := cl.settle(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. The floor: how fast the leader streams a snapshot to a client that
+	// does nothing with it.
+	for range 3 {
+		s, err := streamOnly(ctx, lead)
+		if err != nil {
+			return nil, err
+		}
+		an.StreamOnly = append(an.StreamOnly, s)
+	}
+
+	// 2. The whole pipeline in-process, under the CPU profiler.
+	if err := b.profileBackup(ctx, cl, lead, dir, profileName, an); err != nil {
+		an.ProfileErr = err.Error()
+	}
+
+	// 3. The encoder's parts, on the snapshot bytes in memory (no etcd, no disk).
+	raw, err := os.ReadFile(snapFile)
+	if err != nil {
+		return nil, err
+	}
+	an.RawSize = int64(len(raw))
+	rc, err := format.ParseRecipient(b.recipient)
+	if err != nil {
+		return nil, err
+	}
+	type job struct {
+		name string
+		run  func() (int64, error)
+	}
+	jobs := []job{
+		{"sha256, one pass", func() (int64, error) {
+			h := sha256.New()
+			return 32, feed(h, raw)
+		}},
+		{"zstd alone (level 1, 2 goroutines, 4 MiB window, as format.NewEncoder sets it)", func() (int64, error) {
+			var cw countWriter
+			zw, err := zstd.NewWriter(&cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2),
+				zstd.WithEncoderCRC(true), zstd.WithWindowSize(4<<20), zstd.WithLowerEncoderMem(true))
+			if err != nil {
+				return 0, err
+			}
+			if err := feed(zw, raw); err != nil {
+				return 0, err
+			}
+			return cw.n, zw.Close()
+		}},
+		{"what-if: zstd alone, same settings without WithLowerEncoderMem", func() (int64, error) {
+			var cw countWriter
+			zw, err := zstd.NewWriter(&cw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2),
+				zstd.WithEncoderCRC(true), zstd.WithWindowSize(4<<20), zstd.WithLowerEncoderMem(false))
+			if err != nil {
+				return 0, err
+			}
+			if err := feed(zw, raw); err != nil {
+				return 0, err
+			}
+			return cw.n, zw.Close()
+		}},
+		{"format.Encoder (zstd + 3 sha256 passes: raw, etcd trailer, stored)", encoderJob(raw, format.EncoderOptions{Level: 1})},
+		{"format.Encoder + age", encoderJob(raw, format.EncoderOptions{Level: 1, Recipients: []format.Recipient{rc}})},
+		{"format.Encoder, --compression-level 4", encoderJob(raw, format.EncoderOptions{Level: 4})},
+	}
+	for _, j := range jobs {
+		// Best of two: the machine is shared, the lower wall time is the
+		// less disturbed one.
+		var best stage
+		for try := range 2 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			runtime.GC()
+			c0, t0 := selfCPU(), time.Now()
+			out, err := j.run()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", j.name, err)
+			}
+			st := stage{Name: j.name, Wall: time.Since(t0), CPU: selfCPU() - c0, Output: out}
+			if try == 0 || st.Wall < best.Wall {
+				best = st
+			}
+		}
+		an.Stages = append(an.Stages, best)
+	}
+	raw = nil
+	debug.FreeOSMemory()
+
+	// 4. The steps of one member's restore, as restore.Execute runs them.
+	if err := restoreSteps(ctx, filepath.Join(ref, "repo"), filepath.Join(dir, "restore"), an); err != nil {
+		an.RestoreErr = err.Error()
+	}
+	return an, nil
+}
+
+// restoreSteps times, in-process, what `etcd-backup restore` does for one
+// member (internal/restore.Execute): fetch and verify the backup into a
+// staging file, fsync it, inspect it, build the data dir with etcd's
+// restore code.
+func restoreSteps(ctx context.Context, repoDir, dir string, an *analysis) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	be, err := backends.Open(ctx, "file://"+repoDir, backends.Options{})
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	r, err := repo.Open(ctx, be, "default")
+	if err != nil {
+		return err
+	}
+	m, err := r.Find(ctx, "latest", repo.Selector{})
+	if err != nil {
+		return err
+	}
+	snap := filepath.Join(dir, "snapshot.db")
+	f, err := os.Create(snap)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"fetch: read, zstd-decode, verify (3 sha256 passes) and write the staging file", func() error {
+			return restore.Fetch(ctx, r, m, nil, f, nil)
+		}},
+		{"fsync the staging file", f.Sync},
+		{"inspect the snapshot (etcdutl's snapshot status: hashes every key and value)", func() error {
+			_, err := datadir.Inspect(snap)
+			return err
+		}},
+		{"build the data dir (etcdutl's restore: copy, sha256 check again, rewrite membership, fsync)", func() error {
+			return datadir.Build(snap, filepath.Join(dir, "data"), datadir.Member{
+				Name: "m1", InitialCluster: "m1=http://10.0.0.1:2380", PeerURLs: []string{"http://10.0.0.1:2380"}, Token: "etcd-cluster",
+			})
+		}},
+	}
+	for _, st := range steps {
+		runtime.GC()
+		c0, t0 := selfCPU(), time.Now()
+		if err := st.run(); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+		an.Restore = append(an.Restore, stage{Name: st.name, Wall: time.Since(t0), CPU: selfCPU() - c0})
+	}
+	return nil
+}
+
+func encoderJob(raw []byte, eo format.EncoderOptions) func() (int64, error) {
+	return func() (int64, error) {
+		var cw countWriter
+		enc, err := format.NewEncoder(&cw, eo)
+		if err != nil {
+			return 0, err
+		}
+		if err := feed(enc, raw); err != nil {
+			return 0, err
+		}
+		sums, err := enc.Close()
+		return sums.StoredSize, err
+	}
+}
+
+// streamOnly reads one snapshot from the leader into io.Discard.
+func streamOnly(ctx context.Context, lead *member) (sample, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{lead.clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return sample{}, err
+	}
+	defer cli.Close()
+	pid := lead.cmd.Process.Pid
+	l0, c0, t0 := procCPU(pid), selfCPU(), time.Now()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return sample{}, fmt.Errorf("stream snapshot: %w", err)
+	}
+	return sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: procCPU(pid) - l0}, nil
+}
+
+// profileBackup runs internal/backup.Run (what `etcd-backup snapshot`
+// runs) in this process with the CPU profiler on, and summarises the
+// profile with `go tool pprof -top`.
+func (b *bench) profileBackup(ctx context.Context, cl *cluster, lead *member, dir, profileName string, an *analysis) error {
+	cli, err := etcd.Connect(etcd.Config{Endpoints: cl.endpoints()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	be, err := backends.Open(ctx, "file://"+filepath.Join(dir, "repo"), backends.Options{Create: true})
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	r, err := repo.Open(ctx, be, "default")
+	if err != nil {
+		return err
+	}
+	// Kept with the temporary directory (-keep) for a closer look:
+	// go tool pprof -peek 'memmove|memclr' <tmp>/profiles/<profile>.pprof
+	profDir := filepath.Join(b.tmp, "profiles")
+	if err := os.MkdirAll(profDir, 0o700); err != nil {
+		return err
+	}
+	profPath := filepath.Join(profDir, profileName+".pprof")
+	f, err := os.Create(profPath)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	pid := lead.cmd.Process.Pid
+	l0, c0, t0 := procCPU(pid), selfCPU(), time.Now()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	_, err = backup.Run(ctx, cli, r, backup.Options{Level: 1})
+	pprof.StopCPUProfile()
+	an.Profiled = sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: procCPU(pid) - l0}
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("backup.Run: %w", err)
+	}
+	gobin, lerr := exec.LookPath("go")
+	if lerr != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.CommandContext(ctx, gobin, "tool", "pprof", "-top", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", profPath)
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %v", err)
+	}
+	an.Categories, an.Top = summarizeProfile(string(out))
+	return nil
+}
+
+// categories group functions of the profile by what they do; the first
+// match wins.
+var categories = []struct{ name, match string }{
+	{"sha256", "sha256"},
+	{"zstd (klauspost/compress)", "klauspost/compress"},
+	{"age (chacha20poly1305)", "chacha20|poly1305|filippo.io/age"},
+	{"memmove/memclr (copies)", "runtime.memmove|runtime.memclr"},
+	{"gRPC, HTTP/2, protobuf", "google.golang.org/grpc|golang.org/x/net/http2|protobuf|gogo/|go.etcd.io/etcd/api"},
+	{"syscalls (read/write/fsync, network)", "syscall.|internal/poll|internal/runtime/syscall|runtime/internal/syscall"},
+	{"GC and allocation", "runtime.gc|runtime.scanobject|runtime.mallocgc|runtime.greyobject|runtime.findObject|runtime.markBits|runtime.heapBits|runtime.(*mspan)|runtime.(*mheap)|runtime.(*mcache)|runtime.(*gcWork)|runtime.(*mcentral)|runtime.sweep|runtime.bgsweep|runtime.wbBuf|runtime.typePointers|runtime.scanblock|runtime.spanOf|runtime.(*gcBits)|runtime.nextFreeFast|runtime.deductAssistCredit|runtime.bulkBarrier"},
+	{"scheduler, futex, other runtime", "runtime."},
+}
+
+func categoryOf(fn string) string {
+	for _, c := range categories {
+		for _, m := range strings.Split(c.match, "|") {
+			if strings.Contains(fn, m) {
+				return c.name
+			}
+		}
+	}
+	return "other"
+}
+
+// summarizeProfile parses `go tool pprof -top` output: the flat time per
+// category and the ten functions with most flat time.
+func summarizeProfile(out string) (cats, top []cpuShare) {
+	var fns []cpuShare
+	total := 0.0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasSuffix(f[1], "%") {
+			continue
+		}
+		flat, err := parseSeconds(f[0])
+		if err != nil {
+			continue
+		}
+		name := strings.Join(f[5:], " ")
+		fns = append(fns, cpuShare{Name: name, Seconds: flat})
+		total += flat
+	}
+	if total == 0 {
+		return nil, nil
+	}
+	byCat := map[string]float64{}
+	for _, fn := range fns {
+		byCat[categoryOf(fn.Name)] += fn.Seconds
+	}
+	for name, s := range byCat {
+		cats = append(cats, cpuShare{Name: name, Seconds: s, Percent: 100 * s / total})
+	}
+	sort.Slice(cats, func(i, j int) bool { return cats[i].Seconds > cats[j].Seconds })
+	sort.SliceStable(fns, func(i, j int) bool { return fns[i].Seconds > fns[j].Seconds })
+	for i := range min(10, len(fns)) {
+		fns[i].Percent = 100 * fns[i].Seconds / total
+		top = append(top, fns[i])
+	}
+	return cats, top
+}
+
+// parseSeconds parses pprof durations: "1.23s", "450ms", "10us".
+func parseSeconds(s string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		scale  float64
+	}{{"mins", 60}, {"hrs", 3600}, {"ms", 1e-3}, {"us", 1e-6}, {"µs", 1e-6}, {"ns", 1e-9}, {"s", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			x, err := strconv.ParseFloat(v, 64)
+			return x * u.scale, err
+		}
+	}
+	return 0, fmt.Errorf("not a duration: %q", s)
+}
