@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/fsutil"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 )
 
@@ -123,7 +122,7 @@ func runJoin(ctx context.Context, g *Globals, o *joinOptions) error {
 	env := fmt.Sprintf("# Written by etcd-backup join at %s. etcd reads it once, on its first start.\n"+
 		"ETCD_NAME=%s\nETCD_INITIAL_CLUSTER=%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=%s\nETCD_INITIAL_CLUSTER_STATE=existing\n",
 		time.Now().UTC().Format(time.RFC3339), o.Name, ic, strings.Join(plan.PeerURLs, ","))
-	if err := writeFileAtomic(o.EnvFile, []byte(env), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(o.EnvFile, []byte(env), 0o644); err != nil {
 		return fmt.Errorf("write --env-file: %w", err)
 	}
 	fmt.Fprintf(g.stdout, "member %s (%s) is in the cluster as a learner; etcd environment written to %s\n",
@@ -147,43 +146,4 @@ func sameURLs(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-// writeFileAtomic writes data to path through a temp file in the same
-// directory, fsynced and renamed into place.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err = os.Chmod(f.Name(), mode); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/etcd-backup/etcd-backup/internal/fsutil"
 )
 
 // Action is what Write did, or would do, to one file.
@@ -87,7 +89,7 @@ func Write(root string, files []File, force bool) ([]Change, error) {
 		var err error
 		switch o.action {
 		case Created, Replaced:
-			err = writeAtomic(o.target, o.f.Data, o.f.Mode)
+			err = fsutil.WriteFileAtomic(o.target, o.f.Data, o.f.Mode)
 		case ModeFixed:
 			err = os.Chmod(o.target, o.f.Mode)
 		}
@@ -132,42 +134,4 @@ func compare(target string, f File) (Action, string, error) {
 		return ModeFixed, "", nil
 	}
 	return Unchanged, "", nil
-}
-
-func writeAtomic(target string, data []byte, mode fs.FileMode) (err error) {
-	dir := filepath.Dir(target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	// CreateTemp creates the file 0600: secrets are never exposed.
-	f, err := os.CreateTemp(dir, "."+filepath.Base(target)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err = os.Chmod(f.Name(), mode); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), target); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
