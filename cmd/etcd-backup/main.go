@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -81,7 +82,16 @@ func classify(err error) (int, string) {
 	return exitError, ""
 }
 
+// defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT is set.
+// A backup streams, so its live heap is small (zstd's window and blocks, the
+// S3 part buffers); the limit makes the collector return garbage before the
+// process grows, keeping peak RSS flat across database sizes.
+const defaultMemoryLimit = 64 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
