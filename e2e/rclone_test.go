@@ -67,11 +67,7 @@ no_check_bucket = true
 		mustCLI(t, env, "restore", id2, "--repo", s3repo, "--rclone-config", conf, "--data-dir", s.DataDir,
 			"--name", s.Name, "--initial-cluster", ic, "--initial-cluster-token", "e2e")
 	}
-	r := &realCluster{t: t, version: "3.6.16", bin: etcdBinary(t, "3.6.16")}
-	for _, s := range specs {
-		r.procs = append(r.procs, startEtcd(t, r.bin, s, ic, "new"))
-	}
-	r.waitHealthy()
+	r := startCluster(t, "3.6.16", specs) // same --initial-cluster as the restore
 	for _, ep := range r.endpoints() {
 		checkKeys(t, ep, "/rc/", want)
 	}

@@ -51,11 +51,7 @@ func TestDisasterRecoveryNewMachines(t *testing.T) {
 				mustCLI(t, nil, "restore", "latest", "--repo", repoDir, "--data-dir", s.DataDir,
 					"--name", s.Name, "--initial-cluster", ic, "--initial-cluster-token", "e2e")
 			}
-			restored := &realCluster{t: t, version: v, bin: etcdBinary(t, v)}
-			for _, s := range specs {
-				restored.procs = append(restored.procs, startEtcd(t, restored.bin, s, ic, "new"))
-			}
-			restored.waitHealthy()
+			restored := startCluster(t, v, specs) // same --initial-cluster as the restore
 			for _, ep := range restored.endpoints() {
 				checkKeys(t, ep, "/registry/pods/", want)
 			}

@@ -38,11 +38,7 @@ func TestRunbookSameMachines(t *testing.T) {
 			t.Fatalf("moved-aside data dir of %s changed", s.Name)
 		}
 	}
-	restored := &realCluster{t: t, version: "3.6.16", bin: etcdBinary(t, "3.6.16")}
-	for _, s := range specs {
-		restored.procs = append(restored.procs, startEtcd(t, restored.bin, s, ic, "new"))
-	}
-	restored.waitHealthy()
+	restored := startCluster(t, "3.6.16", specs) // same --initial-cluster as the restore
 	for _, ep := range restored.endpoints() {
 		checkKeys(t, ep, "/cfg/", want)
 	}
@@ -79,9 +75,7 @@ func TestRunbookFromAnotherMember(t *testing.T) {
 	if r.code != 3 {
 		t.Fatalf("restore --from-member of a member without backups: exit %d, want 3\n%s", r.code, r.stderr)
 	}
-	f := &realCluster{t: t, version: "3.6.16", bin: etcdBinary(t, "3.6.16")}
-	f.procs = append(f.procs, startEtcd(t, f.bin, n, n.Name+"="+n.PeerURL, "new"))
-	f.waitHealthy()
+	startCluster(t, "3.6.16", []embedded.MemberSpec{n})
 	checkKeys(t, n.ClientURL, "/x/", want)
 }
 
@@ -132,11 +126,7 @@ func TestRunbookSecondSite(t *testing.T) {
 		mustCLI(t, env, "restore", last, "--repo", second, "--cluster", "prod", "--data-dir", s.DataDir,
 			"--name", s.Name, "--initial-cluster", ic, "--initial-cluster-token", "e2e")
 	}
-	r := &realCluster{t: t, version: "3.6.16", bin: etcdBinary(t, "3.6.16")}
-	for _, s := range specs {
-		r.procs = append(r.procs, startEtcd(t, r.bin, s, ic, "new"))
-	}
-	r.waitHealthy()
+	r := startCluster(t, "3.6.16", specs) // same --initial-cluster as the restore
 	for _, ep := range r.endpoints() {
 		checkKeys(t, ep, "/site/", want)
 	}

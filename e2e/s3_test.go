@@ -104,11 +104,7 @@ func TestS3EncryptedDisasterRecovery(t *testing.T) {
 		mustCLI(t, env, "restore", "latest", "--repo", repoURL, "--identity", id1, "--data-dir", s.DataDir,
 			"--name", s.Name, "--initial-cluster", ic, "--initial-cluster-token", "e2e")
 	}
-	restored := &realCluster{t: t, version: "3.6.16", bin: etcdBinary(t, "3.6.16")}
-	for _, s := range specs {
-		restored.procs = append(restored.procs, startEtcd(t, restored.bin, s, ic, "new"))
-	}
-	restored.waitHealthy()
+	restored := startCluster(t, "3.6.16", specs) // same --initial-cluster as the restore
 	for _, ep := range restored.endpoints() {
 		checkKeys(t, ep, "/registry/secrets/", want)
 	}
