@@ -137,11 +137,8 @@ func fetchToFile(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []ag
 			err = fmt.Errorf("write %s: %w", path, cerr)
 		}
 	}()
-	if err := Fetch(ctx, r, m, ids, f, progress); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return nil
+	// No fsync: this file is a scratch copy that etcd's restore reads once
+	// and that is removed afterwards; the data dir etcd's restore writes is
+	// fsynced.
+	return Fetch(ctx, r, m, ids, f, progress)
 }
