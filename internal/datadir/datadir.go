@@ -55,6 +55,9 @@ type Member struct {
 	Token          string   // initial cluster token
 	RevisionBump   uint64
 	MarkCompacted  bool
+	// SkipHashCheck: the snapshot file has no sha256 trailer (it is a
+	// database that journal replay wrote, checked by other means).
+	SkipHashCheck bool
 }
 
 // Result tells what Install did.
@@ -92,6 +95,7 @@ func Build(snapshotFile, out string, m Member) error {
 		InitialClusterToken: m.Token,
 		RevisionBump:        m.RevisionBump,
 		MarkCompacted:       m.MarkCompacted,
+		SkipHashCheck:       m.SkipHashCheck,
 	}
 	if err := snapshot.NewV3(zap.NewNop()).Restore(cfg); err != nil {
 		return fmt.Errorf("etcd restore into %s: %w", out, err)

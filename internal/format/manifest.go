@@ -15,6 +15,7 @@ const Version = 1
 // Kinds of manifests.
 const (
 	KindSnapshot = "snapshot"
+	KindJournal  = "journal"
 )
 
 // Compression and encryption names recorded in manifests.
@@ -57,6 +58,27 @@ type Manifest struct {
 	// member could not answer (e.g. Revision was compacted meanwhile) and in
 	// manifests written before it was recorded.
 	HashKV *HashKV `json:"hash_kv,omitempty"`
+	// Journal is set on journal segment manifests (Kind "journal") only.
+	Journal *JournalRange `json:"journal,omitempty"`
+}
+
+// JournalRange describes one journal segment: the revisions it covers and
+// the chain it belongs to (docs/format.md, "Journal segments").
+type JournalRange struct {
+	// Chain is the ID of the full snapshot the chain starts from.
+	Chain string `json:"chain"`
+	// Start and End bound the revisions the segment covers: it holds every
+	// event etcd emitted with a revision in [Start, End]. The next segment of
+	// the chain starts at End+1.
+	Start int64 `json:"start_revision"`
+	End   int64 `json:"end_revision"`
+	// Records and Events count the revisions and events it holds.
+	Records int `json:"records"`
+	Events  int `json:"events"`
+	// FirstTime and LastTime are the receive times of its first and last
+	// record.
+	FirstTime time.Time `json:"first_time"`
+	LastTime  time.Time `json:"last_time"`
 }
 
 // HashKV is the answer of etcd's Maintenance.HashKV at one revision: a CRC-32C

@@ -43,17 +43,24 @@ func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
 // trailerCheck hashes everything but the last EtcdTrailerSize bytes written
 // to it and keeps those last bytes, to check etcd's snapshot trailer.
+// With none set (journal segments, which carry no etcd trailer) it hashes
+// everything and check always passes.
 type trailerCheck struct {
 	h    hash.Hash
 	tail []byte
+	none bool
 }
 
-func newTrailerCheck() *trailerCheck {
-	return &trailerCheck{h: sha256.New(), tail: make([]byte, 0, 2*EtcdTrailerSize)}
+func newTrailerCheck(none bool) *trailerCheck {
+	return &trailerCheck{h: sha256.New(), tail: make([]byte, 0, 2*EtcdTrailerSize), none: none}
 }
 
 func (t *trailerCheck) Write(p []byte) (int, error) {
 	n := len(p)
+	if t.none {
+		t.h.Write(p)
+		return n, nil
+	}
 	if len(p) >= EtcdTrailerSize {
 		t.h.Write(t.tail)
 		t.h.Write(p[:len(p)-EtcdTrailerSize])
@@ -72,6 +79,9 @@ func (t *trailerCheck) Write(p []byte) (int, error) {
 func (t *trailerCheck) sum() string { return hex.EncodeToString(t.h.Sum(nil)) }
 
 func (t *trailerCheck) check() error {
+	if t.none {
+		return nil
+	}
 	if len(t.tail) < EtcdTrailerSize {
 		return fmt.Errorf("%w: snapshot is shorter than etcd's sha256 trailer", ErrIntegrity)
 	}
@@ -88,6 +98,10 @@ type EncoderOptions struct {
 	Level int
 	// Concurrency is the number of zstd encoder goroutines; 0 means 2.
 	Concurrency int
+	// NoTrailer: the raw bytes are not an etcd snapshot (a journal
+	// segment): there is no etcd trailer to check, and RawSHA256 covers
+	// every raw byte.
+	NoTrailer bool
 }
 
 // Encoder encodes raw etcd snapshot bytes into a stored payload. Write the
@@ -105,7 +119,7 @@ type Encoder struct {
 
 // NewEncoder returns an Encoder writing the stored payload to w.
 func NewEncoder(w io.Writer, opt EncoderOptions) (*Encoder, error) {
-	e := &Encoder{trailer: newTrailerCheck(), stored: newCounter()}
+	e := &Encoder{trailer: newTrailerCheck(opt.NoTrailer), stored: newCounter()}
 	out := io.MultiWriter(w, e.stored)
 	var zdst io.Writer = out
 	if len(opt.Recipients) > 0 {
@@ -203,7 +217,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // encrypted payload, identities must hold a matching key; otherwise the error
 // wraps ErrKey.
 func NewDecoder(r io.Reader, m *Manifest, identities []age.Identity) (*Decoder, error) {
-	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, trailer: newTrailerCheck()}
+	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, trailer: newTrailerCheck(m.Kind == KindJournal)}
 	var zsrc io.Reader = d.src
 	switch m.Encryption {
 	case EncryptionNone, "":
