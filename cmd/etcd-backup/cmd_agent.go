@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/agent"
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/prune"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -32,6 +34,9 @@ type agentOptions struct {
 	Grace        time.Duration
 	prune        pruneOptions // retention after each backup: --keep-* as prune
 	DrillEvery   time.Duration
+	Continuous   bool
+	JournalFlush time.Duration
+	JournalMax   int
 }
 
 func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
@@ -47,6 +52,9 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
 	o.prune.addPolicyFlags(fs)
 	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
+	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
+	fs.DurationVar(&o.JournalFlush, "journal-flush", continuous.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
+	fs.IntVar(&o.JournalMax, "journal-max-segment", continuous.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
 	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for retention to verify encrypted backups completely (without it: stored checksums only)")
 }
 
@@ -185,6 +193,14 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		Logger:       g.log,
 		Registry:     reg,
 		Watchdog:     watchdog,
+
+		Continuous:        o.Continuous,
+		JournalFlush:      o.JournalFlush,
+		JournalMaxSegment: o.JournalMax,
+		WriterName:        writerName(),
+	}
+	if o.Continuous && (o.JournalFlush < 10*time.Millisecond || o.JournalMax < 64<<10) {
+		return usagef("--journal-flush must be at least 10ms and --journal-max-segment at least 64KiB")
 	}
 	if o.LeaderOnly {
 		cfg.Endpoint = o.snap.etcd.Endpoints[0]
@@ -236,4 +252,13 @@ func afterBackup(g *Globals, o *agentOptions) func(context.Context) error {
 		g.log.Info("retention applied", "removed", removed, "kept", len(rep.Backups)-removed, "bytes_freed", rep.BytesFreed)
 		return nil
 	}
+}
+
+// writerName identifies this agent in journal manifests: host name and pid.
+func writerName() string {
+	h, err := os.Hostname()
+	if err != nil {
+		h = "unknown"
+	}
+	return fmt.Sprintf("%s/%d", h, os.Getpid())
 }

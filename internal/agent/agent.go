@@ -66,6 +66,14 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // metrics are registered here; /metrics serves it
 	Notifier Notifier             // nil: sd_notify to $NOTIFY_SOCKET
+	// Continuous: journal every revision between snapshots (docs/format.md,
+	// "Journal segments"); JournalFlush and JournalMaxSegment tune sealing
+	// (0: continuous' defaults); WriterName is recorded in segment manifests.
+	Continuous        bool
+	JournalFlush      time.Duration
+	JournalMaxSegment int
+	WriterName        string
+
 	// Watchdog is systemd's watchdog timeout (WATCHDOG_USEC); WATCHDOG=1 is
 	// sent every third of it. 0: no watchdog pings.
 	Watchdog time.Duration
@@ -108,6 +116,7 @@ type Agent struct {
 	log     *slog.Logger
 	clock   Clock
 	m       *metrics
+	jm      *journalMetrics
 	sem     chan struct{}
 	sched   *scheduler
 	notify  Notifier
@@ -181,6 +190,9 @@ func New(cfg Config) (*Agent, error) {
 		a.refresh = min(max(period/2, time.Second), 30*time.Second)
 	}
 	a.m = newMetrics(cfg.Registry, a)
+	if cfg.Continuous {
+		a.jm = newJournalMetrics(cfg.Registry)
+	}
 	a.sched = &scheduler{
 		sched:    cfg.Schedule,
 		clock:    a.clock,
@@ -237,6 +249,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer bg.Done()
 		a.watchRepo(ctx)
 	}()
+	if a.cfg.Continuous {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			a.journalLoop(ctx)
+		}()
+	}
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)

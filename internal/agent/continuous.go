@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+)
+
+// Reasons a journal chain ended other than a new snapshot or a leader change.
+const (
+	restartCompacted = "compacted"
+	restartBroken    = "chain_broken"
+	restartError     = "error"
+)
+
+type journalMetrics struct {
+	sealedRevision prometheus.Gauge
+	sealedTime     prometheus.Gauge
+	segments       prometheus.Counter
+	events         prometheus.Counter
+	restarts       *prometheus.CounterVec
+	active         prometheus.Gauge
+}
+
+func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
+	m := &journalMetrics{
+		sealedRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcd_backup_journal_sealed_revision",
+			Help: "Last etcd revision this agent sealed into the journal (--continuous; 0: none yet).",
+		}),
+		sealedTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcd_backup_journal_sealed_timestamp_seconds",
+			Help: "Unix time when the agent received the last revision it sealed into the journal.",
+		}),
+		segments: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_backup_journal_segments_total",
+			Help: "Journal segments this agent published.",
+		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_backup_journal_events_total",
+			Help: "etcd events this agent received for the journal.",
+		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcd_backup_journal_restarts_total",
+			Help: "Journal chains ended by a problem: compacted (etcd compacted revisions the journal needed: a new full snapshot starts a new chain), chain_broken (the chain in the repository has a gap or damage: likewise), error (watch or upload failed: resumed from the last sealed revision).",
+		}, []string{"reason"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcd_backup_journal_active",
+			Help: "1 while this agent journals (with --leader-only: while its member is the leader).",
+		}),
+	}
+	for _, r := range []string{restartCompacted, restartBroken, restartError} {
+		m.restarts.WithLabelValues(r)
+	}
+	reg.MustRegister(m.sealedRevision, m.sealedTime, m.segments, m.events, m.restarts, m.active)
+	return m
+}
+
+// journalLoop runs the continuous journal until ctx is done: with
+// --leader-only only while this agent's member leads. Each chain follows the
+// newest snapshot in the repository; a newer snapshot (this agent's or
+// another's) ends the chain, which is sealed, and starts the next.
+func (a *Agent) journalLoop(ctx context.Context) {
+	backoff := time.Second
+	sleep := func() bool {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, 15*time.Second)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		if a.cfg.LeaderOnly && !a.waitLeader(ctx) {
+			return
+		}
+		base, err := a.chainBase(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("journal: no snapshot to start from", "error", err)
+				if !sleep() {
+					return
+				}
+			}
+			continue
+		}
+		err = a.runChain(ctx, base)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, continuous.ErrCompacted), errors.Is(err, continuous.ErrChainBroken):
+			reason := restartCompacted
+			if errors.Is(err, continuous.ErrChainBroken) {
+				reason = restartBroken
+			}
+			a.jm.restarts.WithLabelValues(reason).Inc()
+			a.log.Warn("journal: the chain cannot go on; taking a new full snapshot to start a new journal", "chain", base.ID, "reason", reason, "error", err)
+			if a.cfg.LeaderOnly && !a.stillLeader(ctx) {
+				continue
+			}
+			if _, err := a.BackupNow(ctx); err != nil {
+				a.log.Error("journal: the new full snapshot failed", "error", err)
+				if !sleep() {
+					return
+				}
+			}
+		case err != nil:
+			a.jm.restarts.WithLabelValues(restartError).Inc()
+			a.log.Warn("journal: stopped; resuming from the last sealed revision", "chain", base.ID, "error", err, "in", backoff)
+			if !sleep() {
+				return
+			}
+		default:
+			backoff = time.Second
+		}
+	}
+}
+
+// chainBase is the newest intact snapshot in the repository; when there is
+// none, this agent takes one.
+func (a *Agent) chainBase(ctx context.Context) (*format.Manifest, error) {
+	m, err := a.newestBackup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		a.sawBackup(m)
+		return m, nil
+	}
+	a.log.Info("journal: the repository has no snapshot yet; taking one to start from")
+	return a.BackupNow(ctx)
+}
+
+// runChain journals base's chain until ctx is done, a newer snapshot
+// appears, or (--leader-only) the member stops leading. It returns nil in
+// those cases, after sealing what it held.
+func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
+	r, err := a.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	cfg := continuous.Config{
+		Client:     a.cfg.Client.Client,
+		Repo:       r,
+		Recipients: a.cfg.Backup.Recipients,
+		Flush:      a.cfg.JournalFlush,
+		MaxSegment: a.cfg.JournalMaxSegment,
+		Writer:     a.cfg.WriterName,
+		Logger:     a.log,
+		OnSealed: func(m *format.Manifest) {
+			a.jm.segments.Inc()
+			a.jm.sealedRevision.Set(float64(m.Journal.End))
+			a.jm.sealedTime.Set(float64(m.Journal.LastTime.UnixNano()) / 1e9)
+		},
+		OnEvents: func(n int) { a.jm.events.Add(float64(n)) },
+	}
+	a.jm.active.Set(1)
+	defer a.jm.active.Set(0)
+	go func() { done <- continuous.Run(jctx, cfg, base) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if n := a.view().newest; n != nil && n.ID > base.ID {
+				a.log.Info("journal: a newer snapshot exists; sealing this chain and starting the next", "chain", base.ID, "next", n.ID)
+				cancel()
+				return <-done
+			}
+			if a.cfg.LeaderOnly && !a.stillLeader(ctx) {
+				a.log.Info("journal: this member is no longer the leader; sealing and stopping", "chain", base.ID)
+				cancel()
+				return <-done
+			}
+		}
+	}
+}
+
+// stillLeader asks this agent's member whether it leads. An error counts as
+// not leading: another member's agent takes over, and the chain's
+// create-only segments keep the two from overlapping.
+func (a *Agent) stillLeader(ctx context.Context) bool {
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st := a.cfg.Client.Status(sctx, a.cfg.Endpoint)
+	a.setLeader(st)
+	return st.Err == nil && st.IsLeader()
+}
+
+// waitLeader returns true once this agent's member leads, false when ctx is
+// done.
+func (a *Agent) waitLeader(ctx context.Context) bool {
+	for {
+		if a.stillLeader(ctx) {
+			return true
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,431 @@
+// Package continuous records etcd's history between full snapshots: a watch
+// on the whole key space from a snapshot's revision+1 whose events are sealed
+// into journal segments (internal/journal) every flush interval.
+//
+// Guarantees:
+//   - A segment starting at revision S holds every event etcd emitted with a
+//     revision in [S, end]: it is written by one watch that started at or
+//     before S. The next segment of the chain starts at end+1.
+//   - Segment manifests are create-only and named by their start revision, so
+//     of two writers (an old and a new leader's agent) sealing at the same
+//     start, exactly one wins; the loser drops what the winner covers and
+//     goes on after it. No gap and no overlap, whoever writes.
+//   - Memory is bounded: while the uploader is busy and the segment being
+//     filled has reached its size limit, the watch is not read, and etcd
+//     holds the events (gRPC flow control, then etcd's unsynced watchers).
+//   - Nothing unsealed is trusted: after a crash, the next writer starts
+//     from the last sealed revision in the repository.
+package continuous
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/version"
+)
+
+// Defaults of Config.
+const (
+	DefaultFlush      = time.Second
+	DefaultMaxSegment = 4 << 20
+)
+
+// ErrCompacted: etcd has compacted revisions the chain still needs. The
+// chain cannot go on; a new full snapshot starts a new one.
+var ErrCompacted = errors.New("etcd compacted the revisions the journal needs")
+
+// ErrChainBroken: the chain in the repository has a gap, an overlap or a
+// damaged segment, so it cannot be continued; a new snapshot starts a new one.
+var ErrChainBroken = errors.New("journal chain cannot be continued")
+
+// Config configures Run.
+type Config struct {
+	Client     *clientv3.Client
+	Repo       *repo.Repo
+	Recipients []format.Recipient
+	Flush      time.Duration // seal at least this often while events arrive (0: 1s)
+	MaxSegment int           // seal when this many raw bytes are buffered (0: 4 MiB)
+	Writer     string        // who writes (member name), recorded in manifests
+	Logger     *slog.Logger
+	// OnSealed is told about each segment this writer published.
+	OnSealed func(m *format.Manifest)
+	// OnEvents is told how many events were received.
+	OnEvents func(n int)
+	// SealTimeout bounds the final seal after ctx is done (0: 10s).
+	SealTimeout time.Duration
+}
+
+// record is a journal record with its size estimate.
+type record struct {
+	journal.Record
+	size int
+}
+
+type segment struct {
+	recs  []*record
+	bytes int
+	first time.Time // when its first record arrived
+}
+
+type writer struct {
+	cfg   Config
+	log   *slog.Logger
+	chain string
+	base  *format.Manifest
+	next  atomic.Int64 // start revision of the next segment to seal
+}
+
+// Run journals the chain of snapshot base until ctx is done: it resumes
+// after the last segment of the chain already in the repository (or at
+// base.Revision+1), and seals segments. When ctx is done it seals what it
+// holds and returns nil. It returns an error wrapping ErrCompacted when etcd
+// no longer has the revisions it needs, ErrChainBroken when the chain in the
+// repository cannot be continued, and any other error when watching or
+// sealing fails; then nothing past the last sealed revision is trusted, and
+// calling Run again resumes from the repository.
+func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
+	if cfg.Flush <= 0 {
+		cfg.Flush = DefaultFlush
+	}
+	if cfg.MaxSegment <= 0 {
+		cfg.MaxSegment = DefaultMaxSegment
+	}
+	if cfg.SealTimeout <= 0 {
+		cfg.SealTimeout = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	segs, err := cfg.Repo.Segments(ctx, base.ID)
+	if err != nil {
+		if errors.Is(err, format.ErrIntegrity) || errors.Is(err, format.ErrVersion) {
+			return fmt.Errorf("%w: %v", ErrChainBroken, err)
+		}
+		return err
+	}
+	cov := journal.Check(base.Revision, segs)
+	if cov.Break != nil {
+		return fmt.Errorf("%w: chain %s: %v", ErrChainBroken, base.ID, cov.Break)
+	}
+	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base}
+	w.next.Store(cov.End + 1)
+	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(segs))
+
+	// The watch and the uploader stop together; the final seal outlives ctx.
+	wctx, stopWatch := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
+	defer stopWatch()
+	wch := cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(cov.End+1))
+
+	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopUp()
+	up := make(chan *segment)
+	upErr := make(chan error, 1)
+	go func() {
+		for s := range up {
+			if err := w.seal(upCtx, s); err != nil {
+				upErr <- err
+				// Drain so the reader never blocks on a dead uploader.
+				for range up {
+				}
+				return
+			}
+		}
+		upErr <- nil
+	}()
+	finish := func(cur *segment, cause error) error {
+		stopWatch()
+		if cause == nil && len(cur.recs) > 0 {
+			t := time.AfterFunc(cfg.SealTimeout, stopUp)
+			defer t.Stop()
+			select {
+			case up <- cur:
+			case err := <-upErr:
+				return err
+			}
+		}
+		close(up)
+		if cause != nil {
+			stopUp()
+			<-upErr
+			return cause
+		}
+		return <-upErr
+	}
+
+	leases := map[int64]bool{}
+	cur := &segment{}
+	tick := time.NewTicker(max(cfg.Flush/4, 20*time.Millisecond))
+	defer tick.Stop()
+	var lastRev int64
+	for {
+		ready := len(cur.recs) > 0 && (time.Since(cur.first) >= cfg.Flush || cur.bytes >= cfg.MaxSegment)
+		var sendCh chan *segment
+		if ready {
+			sendCh = up
+		}
+		in := wch
+		if cur.bytes >= cfg.MaxSegment {
+			in = nil // backpressure: etcd holds the events until the uploader catches up
+		}
+		select {
+		case <-ctx.Done():
+			return finish(cur, nil)
+		case err := <-upErr:
+			stopWatch()
+			close(up)
+			return err
+		case sendCh <- cur:
+			cur = &segment{}
+		case <-tick.C:
+		case resp, ok := <-in:
+			if !ok {
+				if ctx.Err() != nil {
+					return finish(cur, nil)
+				}
+				return finish(cur, errors.New("etcd closed the watch"))
+			}
+			if resp.CompactRevision != 0 {
+				return finish(cur, fmt.Errorf("%w: the journal needs revision %d, etcd compacted up to %d", ErrCompacted, w.next.Load(), resp.CompactRevision))
+			}
+			if err := resp.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					return finish(cur, fmt.Errorf("%w: %v", ErrCompacted, err))
+				}
+				return finish(cur, fmt.Errorf("watch: %w", err))
+			}
+			if len(resp.Events) == 0 {
+				continue
+			}
+			now := time.Now().UTC()
+			if cfg.OnEvents != nil {
+				cfg.OnEvents(len(resp.Events))
+			}
+			for _, cev := range resp.Events {
+				ev := (*mvccpb.Event)(cev)
+				rev := ev.Kv.ModRevision
+				if rev < lastRev {
+					return finish(cur, fmt.Errorf("watch went back from revision %d to %d", lastRev, rev))
+				}
+				if rev == lastRev {
+					if n := len(cur.recs); n > 0 && cur.recs[n-1].Revision == rev {
+						r := cur.recs[n-1]
+						r.Events = append(r.Events, ev)
+						r.size += ev.Size()
+						cur.bytes += ev.Size()
+						w.addLease(wctx, leases, r, ev)
+						continue
+					}
+					if rev >= w.next.Load() {
+						return finish(cur, fmt.Errorf("etcd split revision %d across watch responses after it was sealed", rev))
+					}
+					continue
+				}
+				lastRev = rev
+				if rev < w.next.Load() {
+					continue // another writer sealed it already
+				}
+				r := &record{Record: journal.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
+				w.addLease(wctx, leases, r, ev)
+				if len(cur.recs) == 0 {
+					cur.first = time.Now()
+				}
+				cur.recs = append(cur.recs, r)
+				cur.bytes += r.size
+			}
+		}
+	}
+}
+
+// addLease looks up, once per chain and writer, the TTL of a lease that a
+// put attaches.
+func (w *writer) addLease(ctx context.Context, seen map[int64]bool, r *record, ev *mvccpb.Event) {
+	id := ev.Kv.Lease
+	if ev.Type != mvccpb.PUT || id == 0 || seen[id] {
+		return
+	}
+	seen[id] = true
+	var ttl int64
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := w.cfg.Client.TimeToLive(lctx, clientv3.LeaseID(id))
+	switch {
+	case err != nil:
+		w.log.Warn("lease TTL lookup failed; replay will grant it the fallback TTL", "lease", fmt.Sprintf("%016x", id), "fallback_ttl", journal.FallbackLeaseTTL, "error", err)
+	case resp.TTL == -1:
+		// Already expired or revoked: its keys' deletion follows in the journal.
+	default:
+		ttl = resp.GrantedTTL
+	}
+	r.Leases = append(r.Leases, journal.Lease{ID: id, TTL: ttl})
+	r.size += 16
+}
+
+// seal publishes the records of s from the next start revision on as one
+// segment. If another writer sealed a segment at that start first, it drops
+// what that segment covers and tries again after it.
+func (w *writer) seal(ctx context.Context, s *segment) error {
+	recs := s.recs
+	for {
+		start := w.next.Load()
+		i := 0
+		for i < len(recs) && recs[i].Revision < start {
+			i++
+		}
+		recs = recs[i:]
+		if len(recs) == 0 {
+			return nil
+		}
+		m, payload, err := w.encode(start, recs)
+		if err != nil {
+			return err
+		}
+		if err := retry(ctx, w.log, "upload journal segment", func() error {
+			err := w.cfg.Repo.PutSegmentPayload(ctx, w.chain, m.Payload, bytes.NewReader(payload))
+			if errors.Is(err, storage.ErrExists) {
+				return nil // a retried upload that had landed
+			}
+			return err
+		}); err != nil {
+			return fmt.Errorf("seal journal segment %s: %w", m.ID, err)
+		}
+		err = retry(ctx, w.log, "publish journal segment", func() error {
+			err := w.cfg.Repo.PutSegmentManifest(ctx, m)
+			if errors.Is(err, storage.ErrExists) {
+				return backoffStop{err}
+			}
+			return err
+		})
+		if errors.Is(err, storage.ErrExists) {
+			other, rerr := w.cfg.Repo.ReadSegmentManifest(ctx, w.chain, start)
+			w.cfg.Repo.RemoveSegmentPayload(ctx, w.chain, m.Payload)
+			if rerr != nil {
+				return fmt.Errorf("another writer sealed the segment at revision %d and its manifest cannot be read: %w", start, rerr)
+			}
+			if other.Journal.End < start {
+				return fmt.Errorf("%w: segment %s ends before it starts", format.ErrIntegrity, other.ID)
+			}
+			w.log.Info("another agent sealed these revisions first; going on after its segment",
+				"start_revision", start, "end_revision", other.Journal.End, "writer", other.MemberName)
+			w.next.Store(other.Journal.End + 1)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("seal journal segment %s: %w", m.ID, err)
+		}
+		w.next.Store(m.Journal.End + 1)
+		w.log.Debug("journal segment sealed", "start_revision", m.Journal.Start, "end_revision", m.Journal.End,
+			"records", m.Journal.Records, "events", m.Journal.Events, "stored_bytes", m.StoredSize)
+		if w.cfg.OnSealed != nil {
+			w.cfg.OnSealed(m)
+		}
+		return nil
+	}
+}
+
+func (w *writer) encode(start int64, recs []*record) (*format.Manifest, []byte, error) {
+	raw := make([]byte, 0, 1024)
+	raw = append(raw, journal.Magic...)
+	events := 0
+	var err error
+	for _, r := range recs {
+		if raw, err = journal.AppendFrame(raw, &r.Record); err != nil {
+			return nil, nil, fmt.Errorf("encode journal record %d: %w", r.Revision, err)
+		}
+		events += len(r.Events)
+	}
+	var out bytes.Buffer
+	enc, err := format.NewEncoder(&out, format.EncoderOptions{Recipients: w.cfg.Recipients, Concurrency: 1, NoTrailer: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := enc.Write(raw); err != nil {
+		return nil, nil, err
+	}
+	sums, err := enc.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	end := recs[len(recs)-1].Revision
+	encrypted := len(w.cfg.Recipients) > 0
+	nonce := make([]byte, 4)
+	rand.Read(nonce)
+	now := time.Now().UTC()
+	m := &format.Manifest{
+		FormatVersion: format.Version,
+		Kind:          format.KindJournal,
+		ID:            repo.SegmentID(w.chain, start),
+		Cluster:       w.cfg.Repo.Cluster(),
+		ClusterID:     w.base.ClusterID,
+		MemberName:    w.cfg.Writer,
+		EtcdVersion:   w.base.EtcdVersion,
+		Revision:      end,
+		Created:       now,
+		Finished:      now,
+		Payload:       repo.SegmentPayloadBase(start, end, hex.EncodeToString(nonce), encrypted),
+		RawSize:       sums.RawSize,
+		RawSHA256:     sums.RawSHA256,
+		StoredSize:    sums.StoredSize,
+		StoredSHA256:  sums.StoredSHA256,
+		Compression:   format.CompressionZstd,
+		Encryption:    format.EncryptionNone,
+		ToolVersion:   version.Version,
+		Journal: &format.JournalRange{
+			Chain: w.chain, Start: start, End: end, Records: len(recs), Events: events,
+			FirstTime: recs[0].Time, LastTime: recs[len(recs)-1].Time,
+		},
+	}
+	if encrypted {
+		m.Encryption = format.EncryptionAge
+		for _, rc := range w.cfg.Recipients {
+			m.Recipients = append(m.Recipients, rc.Fingerprint)
+		}
+	}
+	return m, out.Bytes(), nil
+}
+
+// backoffStop ends retry at once with its error.
+type backoffStop struct{ err error }
+
+func (b backoffStop) Error() string { return b.err.Error() }
+func (b backoffStop) Unwrap() error { return b.err }
+
+// retry runs op until it succeeds, fails permanently, or ctx is done.
+// Retryable storage errors are retried with backoff (0.2 s doubling to 5 s).
+func retry(ctx context.Context, log *slog.Logger, what string, op func() error) error {
+	wait := 200 * time.Millisecond
+	for {
+		err := op()
+		var stop backoffStop
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &stop):
+			return stop.err
+		case !storage.IsRetryable(err):
+			return err
+		}
+		log.Warn(what+" failed; retrying", "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
