@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	"github.com/spf13/cobra"
@@ -22,6 +23,9 @@ type restoreOptions struct {
 	Identity []string
 	Member   string
 	DryRun   bool
+	ToRev    int64
+	ToTime   string
+	NoJourn  bool
 }
 
 func (o *restoreOptions) AddFlags(fs *pflag.FlagSet) {
@@ -35,6 +39,9 @@ func (o *restoreOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.spec.MarkCompacted, "mark-compacted", false, "mark the restored revision compacted (with --bump-revision; Kubernetes)")
 	fs.StringArrayVar(&o.Identity, "identity", nil, "age identity file (or SSH private key) for encrypted backups; repeatable")
 	fs.StringVar(&o.Member, "from-member", "", "use the newest backup taken from this member")
+	fs.Int64Var(&o.ToRev, "to-revision", 0, "point in time: restore exactly this etcd revision (a snapshot plus its journal, from 'agent --continuous')")
+	fs.StringVar(&o.ToTime, "to-time", "", `point in time: restore the last revision recorded at or before this time (RFC 3339, e.g. 2026-11-22T09:41:00Z or with an offset, or "10m" for ten minutes ago)`)
+	fs.BoolVar(&o.NoJourn, "no-journal", false, "restore the snapshot alone, without replaying its journal")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the plan and check the backup exists; change nothing")
 }
 
@@ -50,6 +57,15 @@ with the same backup, the same --initial-cluster and the same token, then
 start etcd everywhere. New machines with new addresses are just another
 --initial-cluster.
 
+Point in time: with a journal ('agent --continuous'), 'restore latest' replays
+the newest snapshot's journal to its end; --to-revision N or --to-time T stop
+earlier. Replay runs offline, in this process, on the downloaded snapshot: one
+transaction per revision, so keys keep their create/mod revisions and
+versions, and leases their IDs. It never talks to a cluster. Every member
+restores the same way and gets the same data. A gap in the journal is refused
+with the revision it is unbroken to. --bump-revision and --mark-compacted apply
+on top.
+
 Founding member: 'restore --founding' makes a one-member cluster on this node;
 other nodes then 'join'.
 
@@ -64,6 +80,10 @@ existing non-empty data dir is moved to <data-dir>.pre-restore-<time>.`,
   # one node only, from a chosen member's newest backup, encrypted:
   etcd-backup restore --founding --from-member m2 --identity /root/key.txt --repo /mnt/backups \
       --data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380
+
+  # just before the bad deploy at 09:41 UTC (see 'etcd-backup list' for the journal's range):
+  etcd-backup restore --to-time 2026-11-22T09:40:59Z --repo s3://backups/etcd --data-dir /var/lib/etcd \
+      --name m1 --initial-cluster m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380
 
   # Kubernetes: revisions never go backwards for watchers
   etcd-backup restore latest --bump-revision 1000000000 --mark-compacted ...`,
@@ -101,23 +121,41 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 		return err
 	}
 	defer closeRepo(r)
-	m, err := r.Find(ctx, ref, repo.Selector{Member: o.Member, OnSkip: warnSkipped(g)})
+	target := restore.Target{Revision: o.ToRev, NoJournal: o.NoJourn}
+	if o.ToRev < 0 {
+		return usagef("--to-revision must be a positive revision")
+	}
+	if o.ToTime != "" {
+		if target.Time, err = parseToTime(o.ToTime, time.Now()); err != nil {
+			return err
+		}
+	}
+	m, jp, err := restore.Resolve(ctx, r, ref, repo.Selector{Member: o.Member, OnSkip: warnSkipped(g)}, target)
 	if err != nil {
 		return err
 	}
 	if o.DryRun {
-		fmt.Fprintf(g.stdout, "would restore backup %s (revision %d, member %s, taken %s)\ninto %s as member %s of %s\n",
-			m.ID, m.Revision, m.MemberName, m.Created.Format("2006-01-02 15:04:05Z07:00"), plan.DataDir, plan.Name, plan.InitialCluster)
+		fmt.Fprintf(g.stdout, "would restore backup %s (revision %d, member %s, taken %s)\n",
+			m.ID, m.Revision, m.MemberName, m.Created.Format("2006-01-02 15:04:05Z07:00"))
+		if jp != nil {
+			fmt.Fprintf(g.stdout, "and replay its journal (%d segments, unbroken to revision %d at %s) %s\n",
+				len(jp.Segments), jp.End, jp.EndTime.UTC().Format(time.RFC3339), journalTo(jp))
+		}
+		fmt.Fprintf(g.stdout, "into %s as member %s of %s\n", plan.DataDir, plan.Name, plan.InitialCluster)
 		return nil
 	}
 	meter, log := g.startProgress("restore", m.RawSize, false)
-	res, err := restore.Execute(ctx, r, m, plan, restore.Options{Identities: ids, Logger: log, Progress: meter.Func()})
+	res, err := restore.Execute(ctx, r, m, plan, restore.Options{Identities: ids, Logger: log, Progress: meter.Func(), Journal: jp})
 	meter.Close()
 	if err != nil {
 		return err
 	}
 	if res.MovedAside != "" {
 		fmt.Fprintf(g.stdout, "previous data dir moved to %s\n", res.MovedAside)
+	}
+	if jp != nil {
+		fmt.Fprintf(g.stdout, "replayed %d revisions (%d events) of the journal on snapshot revision %d\n",
+			res.Replayed.Records, res.Replayed.Events, res.SnapshotRevision)
 	}
 	fmt.Fprintf(g.stdout, "restored backup %s (revision %d, %d keys) into %s as member %s\n",
 		m.ID, res.Revision, res.Keys, res.DataDir, plan.Name)
@@ -130,4 +168,27 @@ func warnSkipped(g *Globals) func(id string, err error) {
 	return func(id string, err error) {
 		g.log.Warn("skipping damaged backup, using an older one", "id", id, "error", err)
 	}
+}
+
+// journalTo says where a replay stops, for messages.
+func journalTo(jp *restore.JournalPlan) string {
+	switch {
+	case jp.ToRevision > 0:
+		return fmt.Sprintf("to revision %d", jp.ToRevision)
+	case !jp.ToTime.IsZero():
+		return "to the last revision received at or before " + jp.ToTime.UTC().Format(time.RFC3339Nano)
+	}
+	return "to its end"
+}
+
+// parseToTime reads --to-time: RFC 3339 (with or without fractional
+// seconds, Z or an offset), or a duration meaning that long before now.
+func parseToTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, usagef("--to-time %q: want an RFC 3339 time such as 2026-11-22T09:41:00Z (or +01:00 for an offset), or a duration such as 10m for that long ago", s)
 }

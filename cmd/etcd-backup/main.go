@@ -19,6 +19,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/replay"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -68,6 +69,8 @@ func classify(err error) (int, string) {
 		return exitIntegrity, "this backup is damaged and was not used; nothing was changed. Try another: 'etcd-backup list', then restore ID"
 	case errors.Is(err, format.ErrVersion):
 		return exitIntegrity, "this repository was written by a newer etcd-backup; upgrade etcd-backup"
+	case errors.Is(err, replay.ErrNotCovered):
+		return exitNoBackup, "'etcd-backup list' shows the revisions and times each journal covers; nothing was changed"
 	case errors.Is(err, repo.ErrNoBackup), errors.Is(err, storage.ErrNotFound):
 		return exitNoBackup, "check --repo and --cluster, and 'etcd-backup list'"
 	case errors.Is(err, etcd.ErrTLS):
