@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
 )
 
 type listOptions struct {
@@ -30,8 +32,11 @@ func newListCommand(g *Globals) *cobra.Command {
 		Use:   "list",
 		Short: "List the backups in the repository, newest first",
 		Long: `List the backups of --cluster in --repo, newest first: ID, time, revision,
-member, raw and stored size, etcd version. A manifest that fails its
-checksum is listed as DAMAGED and never used by 'restore latest'.`,
+member, raw and stored size, etcd version, and, for backups with a journal
+('agent --continuous'), the last revision and time the journal reaches without
+a break: 'restore --to-revision' and '--to-time' can reach any point between
+the backup and there. A manifest that fails its checksum is listed as DAMAGED
+and never used by 'restore latest'.`,
 		Example: `  etcd-backup list --repo /var/backups/etcd
   etcd-backup list --repo s3://backups/etcd --cluster prod --json | jq -r '.[0].id'`,
 		Args: maxArgs(0),
@@ -54,6 +59,18 @@ type listEntry struct {
 	StoredSize  int64     `json:"stored_size"`
 	Encrypted   bool      `json:"encrypted"`
 	Error       string    `json:"error,omitempty"`
+	// Journal is what the backup's journal (agent --continuous) lets
+	// restore reach: revisions start..end, received first..last.
+	Journal *listJournal `json:"journal,omitempty"`
+}
+
+type listJournal struct {
+	Start     int64     `json:"start_revision"`
+	End       int64     `json:"end_revision"`
+	FirstTime time.Time `json:"first_time"`
+	LastTime  time.Time `json:"last_time"`
+	Segments  int       `json:"segments"`
+	Error     string    `json:"error,omitempty"` // a gap, an overlap or damage after End
 }
 
 func runList(ctx context.Context, g *Globals, o *listOptions) error {
@@ -65,6 +82,14 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 	entries, err := r.List(ctx)
 	if err != nil {
 		return err
+	}
+	chainIDs, err := r.Chains(ctx)
+	if err != nil {
+		return err
+	}
+	chains := map[string]bool{}
+	for _, c := range chainIDs {
+		chains[c] = true
 	}
 	out := []listEntry{}
 	for _, e := range entries {
@@ -79,9 +104,25 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 		if o.Member != "" && m.MemberName != o.Member {
 			continue
 		}
-		out = append(out, listEntry{ID: m.ID, Time: m.Created, Revision: m.Revision, Member: m.MemberName,
+		le := listEntry{ID: m.ID, Time: m.Created, Revision: m.Revision, Member: m.MemberName,
 			MemberID: m.MemberID, ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Size: m.RawSize,
-			StoredSize: m.StoredSize, Encrypted: m.Encrypted()})
+			StoredSize: m.StoredSize, Encrypted: m.Encrypted()}
+		if chains[m.ID] {
+			segs, err := r.Segments(ctx, m.ID)
+			if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+				return err
+			}
+			cov := journal.Check(m.Revision, segs)
+			if cov.Break == nil {
+				cov.Break = err
+			}
+			lj := &listJournal{Start: m.Revision + 1, End: cov.End, FirstTime: cov.FirstTime, LastTime: cov.LastTime, Segments: len(cov.Segments)}
+			if cov.Break != nil {
+				lj.Error = cov.Break.Error()
+			}
+			le.Journal = lj
+		}
+		out = append(out, le)
 	}
 	if o.JSON {
 		enc := json.NewEncoder(g.stdout)
@@ -93,14 +134,31 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tREVISION\tMEMBER\tSIZE\tSTORED\tETCD\tENCRYPTED")
+	fmt.Fprintln(tw, "ID\tTIME\tREVISION\tMEMBER\tSIZE\tSTORED\tETCD\tENCRYPTED\tJOURNAL (restorable to)")
 	for _, e := range out {
 		if e.Error != "" {
 			fmt.Fprintf(tw, "%s\t%s\tDAMAGED\t%s\t\t\t\t\n", e.ID, e.Time.UTC().Format(time.RFC3339), e.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%v\n", e.ID, e.Time.UTC().Format(time.RFC3339), e.Revision,
-			e.Member, humanize.IBytes(uint64(e.Size)), humanize.IBytes(uint64(e.StoredSize)), e.EtcdVersion, e.Encrypted)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%v\t%s\n", e.ID, e.Time.UTC().Format(time.RFC3339), e.Revision,
+			e.Member, humanize.IBytes(uint64(e.Size)), humanize.IBytes(uint64(e.StoredSize)), e.EtcdVersion, e.Encrypted, journalCell(e.Journal))
 	}
 	return tw.Flush()
+}
+
+func journalCell(j *listJournal) string {
+	if j == nil {
+		return "-"
+	}
+	if j.Segments == 0 {
+		if j.Error != "" {
+			return "BROKEN: " + j.Error
+		}
+		return "-"
+	}
+	s := fmt.Sprintf("revision %d, %s (%d segments)", j.End, j.LastTime.UTC().Format(time.RFC3339), j.Segments)
+	if j.Error != "" {
+		s += "; then BROKEN: " + j.Error
+	}
+	return s
 }

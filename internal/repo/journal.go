@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -149,15 +150,27 @@ func (r *Repo) Segments(ctx context.Context, chain string) ([]*format.Manifest, 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*format.Manifest, 0, len(starts))
-	for _, s := range starts {
-		m, err := r.ReadSegmentManifest(ctx, chain, s)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, m)
+	// Manifests are small and a chain holds up to one per flush interval:
+	// read them concurrently.
+	ms := make([]*format.Manifest, len(starts))
+	errs := make([]error, len(starts))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, s := range starts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ms[i], errs[i] = r.ReadSegmentManifest(ctx, chain, s)
+		}()
 	}
-	return out, nil
+	wg.Wait()
+	for i := range ms {
+		if errs[i] != nil {
+			return ms[:i], errs[i]
+		}
+	}
+	return ms, nil
 }
 
 // Chains lists the chains (snapshot IDs) that have a journal directory
