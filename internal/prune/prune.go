@@ -104,6 +104,9 @@ type Report struct {
 	// it, so only its stored size and sha256 were checked.
 	VerifiedStoredOnly bool
 	Orphans            []Orphan
+	// Journals lists the journal chains (by snapshot ID) removed because
+	// their snapshot is gone, with the bytes they held.
+	Journals []Orphan
 	// Stale lists what the backend's janitor removed (storage.Janitor).
 	Stale []string
 	// StaleErr is the janitor's failure, if any; it does not fail Run.
@@ -147,6 +150,9 @@ func (rep *Report) Summary() string {
 	}
 	s := fmt.Sprintf("kept %s, %s %s and %s (%d bytes)", plural(len(rep.Kept()), "backup"), verb,
 		plural(len(rep.Doomed()), "backup"), plural(oldOrphans, "orphan payload"), rep.BytesFreed)
+	if len(rep.Journals) > 0 {
+		s += fmt.Sprintf(", %s %s of removed backups", verb, plural(len(rep.Journals), "journal"))
+	}
 	if len(rep.Stale) > 0 {
 		s += fmt.Sprintf(", removed %s", plural(len(rep.Stale), "stale upload leftover"))
 	}
@@ -289,6 +295,17 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 	if err := removeOrphans(ctx, r, rep, now(), orphanAge, opt.DryRun, log); err != nil {
 		return rep, err
 	}
+	damaged := map[string]bool{}
+	for _, d := range rep.Damaged {
+		damaged[d.ID] = true
+	}
+	kept := map[string]bool{}
+	for _, bk := range rep.Backups {
+		kept[bk.ID] = bk.Keep
+	}
+	if err := pruneJournals(ctx, r, rep, kept, damaged, now(), orphanAge, opt.DryRun, log); err != nil {
+		return rep, err
+	}
 
 	j, ok := b.(storage.Janitor)
 	if !ok || opt.DryRun {
@@ -411,4 +428,92 @@ func payloadID(base string) string {
 		}
 	}
 	return ""
+}
+
+// pruneJournals removes the journal chains whose snapshot is doomed by this
+// run (kept[id] false) or was gone already (not in kept) and not damaged (a chain is useless without its snapshot), newest segment
+// first so that an interrupted removal leaves a shorter, still valid chain;
+// and, in kept chains, segment payloads no manifest names that are older
+// than age (a writer that lost a race or died between payload and manifest).
+func pruneJournals(ctx context.Context, r *repo.Repo, rep *Report, kept, damaged map[string]bool, now time.Time, age time.Duration, dryRun bool, log *slog.Logger) error {
+	b := r.Backend()
+	chains, err := r.Chains(ctx)
+	if err != nil {
+		return err
+	}
+	for _, chain := range chains {
+		if damaged[chain] {
+			continue
+		}
+		dir := r.JournalDir(chain) + "/"
+		var manifests, payloads []storage.Info
+		named := map[string]bool{}
+		err := b.List(ctx, dir, func(i storage.Info) error {
+			if strings.HasSuffix(i.Name, ".manifest.json") {
+				manifests = append(manifests, i)
+			} else {
+				payloads = append(payloads, i)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list journal %s: %w", chain, err)
+		}
+		keep, listed := kept[chain]
+		if !keep {
+			if !listed {
+				// Gone before this run? Or published after its listing.
+				if _, err := b.Stat(ctx, r.ManifestName(chain)); err == nil {
+					continue
+				} else if !errors.Is(err, storage.ErrNotFound) {
+					return fmt.Errorf("journal %s: check for its snapshot: %w", chain, err)
+				}
+			}
+			o := Orphan{Name: r.JournalDir(chain)}
+			for _, i := range append(manifests, payloads...) {
+				o.Size += i.Size
+			}
+			if !dryRun {
+				for k := len(manifests) - 1; k >= 0; k-- {
+					if err := b.Remove(ctx, manifests[k].Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+						return fmt.Errorf("remove journal %s: %w", chain, err)
+					}
+				}
+				for _, i := range payloads {
+					if err := b.Remove(ctx, i.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+						return fmt.Errorf("remove journal %s: %w", chain, err)
+					}
+				}
+				o.Removed = true
+				log.Info("journal of a removed backup removed", "chain", chain, "bytes", o.Size)
+			}
+			rep.BytesFreed += o.Size
+			rep.Journals = append(rep.Journals, o)
+			continue
+		}
+		segs, _ := r.Segments(ctx, chain)
+		for _, m := range segs {
+			named[dir+m.Payload] = true
+		}
+		if len(segs) < len(manifests) {
+			continue // a damaged manifest: its payload name is unknown, leave the chain alone
+		}
+		for _, i := range payloads {
+			if named[i.Name] {
+				continue
+			}
+			o := Orphan{Name: i.Name, Size: i.Size, ModTime: i.ModTime, Young: now.Sub(i.ModTime) <= age}
+			if !o.Young && !dryRun {
+				if err := b.Remove(ctx, i.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					return fmt.Errorf("remove orphan %s: %w", i.Name, err)
+				}
+				o.Removed = true
+			}
+			if !o.Young {
+				rep.BytesFreed += o.Size
+			}
+			rep.Orphans = append(rep.Orphans, o)
+		}
+	}
+	return nil
 }
