@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/drill"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
@@ -38,7 +39,9 @@ func newVerifyCommand(g *Globals) *cobra.Command {
 		Long: `Read a backup back from the repository and check, while streaming: the
 manifest's checksum, the stored object's size and sha256, age and zstd
 integrity, the snapshot's size and sha256, and etcd's own sha256 trailer.
-Nothing is written to disk. The default is the latest backup.
+A backup with a journal ('agent --continuous') has its journal read back
+too: every segment's checksums and framing, and that the chain has no gap
+or overlap. Nothing is written to disk. The default is the latest backup.
 
 --drill goes on to a restore drill: the snapshot is written to a temporary
 directory, restored with etcd's own restore as a one-member cluster, and
@@ -107,6 +110,29 @@ func runVerify(ctx context.Context, g *Globals, o *verifyOptions, ref string) er
 	}
 	g.log.Info("backup verified", "id", m.ID, "bytes", m.RawSize, "seconds", time.Since(start).Seconds())
 	printVerified(g, m)
+	return verifyJournal(ctx, g, r, m, ids)
+}
+
+// verifyJournal reads back the backup's journal, if it has one, with every
+// check restore makes, and reports a break in it as damage.
+func verifyJournal(ctx context.Context, g *Globals, r *repo.Repo, m *format.Manifest, ids []ageIdentity) error {
+	p, brk := restore.Chain(ctx, r, m)
+	if p != nil {
+		var records, events int
+		err := restore.ReadJournal(ctx, r, p, ids, func(rec *journal.Record) error {
+			records++
+			events += len(rec.Events)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "%s journal ok: %d segments, revisions %d..%d (%d revisions with %d events), up to %s\n",
+			m.ID, len(p.Segments), m.Revision+1, p.End, records, events, p.EndTime.UTC().Format(time.RFC3339))
+	}
+	if brk != nil {
+		return fmt.Errorf("journal of %s: %w", m.ID, brk)
+	}
 	return nil
 }
 

@@ -110,6 +110,7 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 		newListCommand(g),
 		newVerifyCommand(g),
 		newRestoreCommand(g),
+		newHistoryCommand(g),
 		newJoinCommand(g),
 		newPromoteCommand(g),
 		newCopyCommand(g),

@@ -306,3 +306,36 @@ func (s *segmentSource) Next() (*journal.Record, error) {
 		return rec, nil
 	}
 }
+
+// Chain returns the plan that replays all of m's unbroken journal (nil when
+// m has none) and the break after it, if any.
+func Chain(ctx context.Context, r *repo.Repo, m *format.Manifest) (*JournalPlan, error) {
+	cov, err := coverage(ctx, r, m)
+	if err != nil {
+		return nil, err
+	}
+	var p *JournalPlan
+	if len(cov.Segments) > 0 {
+		p = journalPlan(m, cov, 0, time.Time{})
+	}
+	return p, cov.Break
+}
+
+// ReadJournal reads every record of p's segments in order, with every check
+// of docs/format.md, and calls fn with each. An error from fn stops it.
+func ReadJournal(ctx context.Context, r *repo.Repo, p *JournalPlan, ids []age.Identity, fn func(*journal.Record) error) error {
+	src := newSegmentSource(ctx, r, p, ids)
+	defer src.Close()
+	for {
+		rec, err := src.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+}
