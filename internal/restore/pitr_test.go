@@ -1,0 +1,197 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+)
+
+var t0 = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+
+func testRepo(t *testing.T) *repo.Repo {
+	t.Helper()
+	d, err := local.New(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(context.Background(), d, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// snap publishes a snapshot manifest (Resolve reads manifests only) taken at
+// minute min, holding a revision in [rev, streamRev].
+func snap(t *testing.T, r *repo.Repo, min int, rev, streamRev int64) *format.Manifest {
+	t.Helper()
+	at := t0.Add(time.Duration(min) * time.Minute)
+	id := format.NewID(at)
+	m := &format.Manifest{FormatVersion: format.Version, Kind: format.KindSnapshot, ID: id, Cluster: "default",
+		Revision: rev, StreamRevision: streamRev, Created: at, Finished: at.Add(time.Second),
+		Payload: repo.PayloadBase(id, false), Compression: format.CompressionZstd, Encryption: format.EncryptionNone}
+	if err := r.PutManifest(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// seg publishes a segment manifest of chain covering start..end, received
+// from minute a to minute b.
+func seg(t *testing.T, r *repo.Repo, chain *format.Manifest, start, end int64, a, b float64) {
+	t.Helper()
+	m := &format.Manifest{FormatVersion: format.Version, Kind: format.KindJournal, ID: repo.SegmentID(chain.ID, start),
+		Cluster: "default", Payload: repo.SegmentPayloadBase(start, end, "00000000", false),
+		Compression: format.CompressionZstd, Encryption: format.EncryptionNone,
+		Journal: &format.JournalRange{Chain: chain.ID, Start: start, End: end,
+			FirstTime: t0.Add(time.Duration(a * float64(time.Minute))), LastTime: t0.Add(time.Duration(b * float64(time.Minute)))}}
+	if err := r.PutSegmentManifest(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	s1 := snap(t, r, 0, 100, 105) // chain 101..300, minutes 1..20
+	seg(t, r, s1, 101, 200, 1, 10)
+	seg(t, r, s1, 201, 300, 10, 20)
+	s2 := snap(t, r, 19, 280, 290) // chain 281..400 with a gap at 351..360
+	seg(t, r, s2, 281, 350, 19.5, 25)
+	seg(t, r, s2, 361, 400, 26, 30)
+
+	type want struct {
+		snap    *format.Manifest
+		to      int64
+		noPlan  bool
+		errIs   error
+		errText string
+	}
+	at := func(min float64) time.Time { return t0.Add(time.Duration(min * float64(time.Minute))) }
+	for _, tc := range []struct {
+		name string
+		ref  string
+		t    Target
+		want want
+	}{
+		{"latest refuses the gap", "latest", Target{}, want{errIs: format.ErrIntegrity, errText: "--to-revision 350"}},
+		{"revision in the newest chain", "", Target{Revision: 340}, want{snap: s2, to: 340}},
+		{"revision past the gap", "", Target{Revision: 370}, want{errIs: format.ErrIntegrity, errText: "unbroken up to revision 350"}},
+		{"revision between the snapshots' bounds uses the older", "", Target{Revision: 285}, want{snap: s1, to: 285}},
+		{"revision inside the older chain", "", Target{Revision: 150}, want{snap: s1, to: 150}},
+		{"revision the snapshot may exceed", "", Target{Revision: 103}, want{errIs: repo.ErrNoBackup, errText: "older than every backup"}},
+		{"revision past every journal", "", Target{Revision: 9999}, want{errIs: format.ErrIntegrity}},
+		{"time in the older chain", "", Target{Time: at(5)}, want{snap: s1, to: 0}},
+		{"time in the newest chain", "", Target{Time: at(22)}, want{snap: s2}},
+		{"time before every backup", "", Target{Time: at(-5)}, want{errIs: repo.ErrNoBackup, errText: "before every backup"}},
+		{"explicit ID alone: no journal", s1.ID, Target{}, want{snap: s1, noPlan: true}},
+		{"explicit ID with a revision", s1.ID, Target{Revision: 250}, want{snap: s1, to: 250}},
+		{"explicit ID whose snapshot may be past the revision", s2.ID, Target{Revision: 285}, want{errIs: repo.ErrNoBackup, errText: "may hold revisions up to 290"}},
+		{"no journal", "latest", Target{NoJournal: true}, want{snap: s2, noPlan: true}},
+		{"both targets", "", Target{Revision: 5, Time: at(1)}, want{errIs: ErrBadSpec}},
+		{"no journal with a target", "", Target{Revision: 5, NoJournal: true}, want{errIs: ErrBadSpec}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p, err := Resolve(ctx, r, tc.ref, repo.Selector{}, tc.t)
+			if tc.want.errIs != nil {
+				if !errors.Is(err, tc.want.errIs) || !strings.Contains(errString(err), tc.want.errText) {
+					t.Fatalf("error %v, want one wrapping %v containing %q", err, tc.want.errIs, tc.want.errText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.ID != tc.want.snap.ID {
+				t.Fatalf("snapshot %s, want %s", m.ID, tc.want.snap.ID)
+			}
+			if tc.want.noPlan {
+				if p != nil {
+					t.Fatalf("unexpected journal plan %+v", p)
+				}
+				return
+			}
+			if p == nil || p.ToRevision != tc.want.to || p.Chain != m.ID {
+				t.Fatalf("plan %+v, want chain %s to %d", p, m.ID, tc.want.to)
+			}
+			if !tc.t.Time.IsZero() && !p.ToTime.Equal(tc.t.Time) {
+				t.Fatalf("plan time %v, want %v", p.ToTime, tc.t.Time)
+			}
+		})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// TestResolveLatestPrefersLongerPreviousChain: right after a new snapshot,
+// its chain is empty while the previous chain already reaches past it.
+func TestResolveLatestPrefersLongerPreviousChain(t *testing.T) {
+	r := testRepo(t)
+	s1 := snap(t, r, 0, 100, 100)
+	seg(t, r, s1, 101, 500, 1, 10)
+	snap(t, r, 9, 450, 460)
+	m, p, err := Resolve(context.Background(), r, "latest", repo.Selector{}, Target{})
+	if err != nil || m.ID != s1.ID || p == nil || p.End != 500 {
+		t.Fatalf("got %v %+v %v, want the previous chain to 500", m, p, err)
+	}
+}
+
+// TestResolveTimeAfterJournalEnd: a journal that ends before T is the state
+// at T only when nothing newer says otherwise.
+func TestResolveTimeAfterJournalEnd(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	s1 := snap(t, r, 0, 100, 100)
+	seg(t, r, s1, 101, 200, 1, 5)
+	// No newer snapshot: the end of the journal is the newest state known.
+	if m, p, err := Resolve(ctx, r, "", repo.Selector{}, Target{Time: t0.Add(30 * time.Minute)}); err != nil || m.ID != s1.ID || p == nil {
+		t.Fatalf("got %v %+v %v", m, p, err)
+	}
+	// A newer snapshot whose revision is past the journal's end: the agent
+	// stopped journaling while etcd changed; the state at T is unknown.
+	snap(t, r, 40, 300, 300)
+	_, _, err := Resolve(ctx, r, "", repo.Selector{}, Target{Time: t0.Add(30 * time.Minute)})
+	if !errors.Is(err, repo.ErrNoBackup) || !strings.Contains(err.Error(), "no journal covers") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// TestResolveDamagedSegment: a damaged segment manifest breaks the chain
+// where it is; latest refuses, a revision before it still restores.
+func TestResolveDamagedSegment(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	d, err := local.New(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, d, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := snap(t, r, 0, 100, 100)
+	seg(t, r, s1, 101, 200, 1, 5)
+	seg(t, r, s1, 201, 300, 5, 9)
+	seg(t, r, s1, 301, 400, 9, 12)
+	if err := os.WriteFile(root+"/"+r.SegmentManifestName(s1.ID, 201), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Resolve(ctx, r, "latest", repo.Selector{}, Target{}); !errors.Is(err, format.ErrIntegrity) || !strings.Contains(err.Error(), "--to-revision 200") {
+		t.Fatalf("latest: %v", err)
+	}
+	if m, p, err := Resolve(ctx, r, "", repo.Selector{}, Target{Revision: 150}); err != nil || m.ID != s1.ID || p.ToRevision != 150 || len(p.Segments) != 1 {
+		t.Fatalf("to 150: %v %+v %v", m, p, err)
+	}
+}
