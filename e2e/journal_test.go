@@ -28,7 +28,7 @@ func journalSeeds(t *testing.T) []int64 {
 		}
 		return []int64{n}
 	}
-	return []int64{20261122, time.Now().UnixNano() % 1e9}
+	return []int64{20261122, 7, time.Now().UnixNano() % 1e9}
 }
 
 // startJournalAgents starts a --leader-only continuous agent per member.
@@ -283,6 +283,16 @@ func TestJournalLeaderChangeAndAgentKill(t *testing.T) {
 	mu.Unlock()
 
 	waitSealed(t, agents, lastAck, 30*time.Second)
+	// The first leader's agent journaled before the move, the new leader's
+	// (restarted) agent after it; the third agent's member never led.
+	third := 3 - from - to
+	for i, a := range agents {
+		v := metric(a.metrics(t), "etcd_backup_journal_segments_total")
+		t.Logf("agent %s: %v segments", a.name, v)
+		if (i == third) != (v <= 0) {
+			t.Errorf("agent %s sealed %v segments; want some from the agents of leaders (%s, %s) and none from %s", a.name, v, agents[from].name, agents[to].name, agents[third].name)
+		}
+	}
 	stopAgents(t, agents)
 	c.killAll()
 
@@ -413,8 +423,13 @@ func TestJournalGapRejected(t *testing.T) {
 		if l := strings.ToLower(errLine); !strings.Contains(l, "gap") && !strings.Contains(l, "missing") {
 			t.Errorf("restore %v: error line does not name the gap: %q", args, errLine)
 		}
-		if !strings.Contains(errLine+hint, "--to-revision") {
+		// Latest: the way out (--to-revision); either way the last
+		// revision that can be restored.
+		if args == nil && !strings.Contains(errLine+hint, "--to-revision") {
 			t.Errorf("restore %v: neither error nor hint names --to-revision:\n%s\n%s", args, errLine, hint)
+		}
+		if !revisionRE.MatchString(errLine+hint) || !strings.Contains(errLine+hint, strconv.FormatInt(below, 10)) {
+			t.Errorf("restore %v: neither error nor hint names revision %d, the last before the gap:\n%s\n%s", args, below, errLine, hint)
 		}
 		t.Logf("restore %v: %s\n%s", args, errLine, hint)
 	}

@@ -21,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcd-backup/internal/embedded"
+	"github.com/etcd-backup/etcd-backup/internal/format"
 )
 
 // The journal tests' shared pieces: a random etcd workload that captures
@@ -743,15 +744,8 @@ func journalSegments(t *testing.T, repo string) map[string][]segment {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var m struct {
-				Kind    string `json:"kind"`
-				Journal *struct {
-					Chain string `json:"chain"`
-					Start int64  `json:"start_revision"`
-					End   int64  `json:"end_revision"`
-				} `json:"journal"`
-			}
-			if err := json.Unmarshal(b, &m); err != nil || m.Journal == nil {
+			m, err := format.ParseManifest(b)
+			if err != nil || m.Journal == nil {
 				t.Fatalf("segment manifest %s: %v\n%s", f, err, b)
 			}
 			if m.Kind != "journal" || m.Journal.Chain != c.Name() {
