@@ -1,0 +1,670 @@
+package continuous_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/embedded"
+	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+)
+
+// knownBugs reports whether the tests of known, unfixed journaler bugs
+// should fail (ETCD_BACKUP_TEST_KNOWN_BUGS=1) rather than log and skip.
+func knownBugs() bool { return os.Getenv("ETCD_BACKUP_TEST_KNOWN_BUGS") == "1" }
+
+// startEtcd starts n in-process members and returns a client on all of them.
+func startEtcd(t *testing.T, n int) (*embedded.Cluster, *etcd.Client) {
+	t.Helper()
+	specs, err := embedded.NewSpecs(t.TempDir(), "m", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := embedded.Start(context.Background(), specs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeCluster(cl) })
+	cli, err := etcd.Connect(etcd.Config{Endpoints: cl.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cl, cli
+}
+
+// closeCluster stops the followers (in parallel), then the leader: stopping
+// every member at once makes the leader wait seconds to hand over
+// leadership to members that are going away.
+func closeCluster(cl *embedded.Cluster) {
+	var wg sync.WaitGroup
+	var leader []*embed.Etcd
+	for _, e := range cl.Members {
+		if e.Server.Leader() == e.Server.MemberID() {
+			leader = append(leader, e)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.Close()
+		}()
+	}
+	wg.Wait()
+	for _, e := range leader {
+		e.Close()
+	}
+	cl.Members = nil
+}
+
+// newClient opens a plain etcd client on endpoints, with extra gRPC dial
+// options.
+func newClient(t *testing.T, endpoints []string, opts ...grpc.DialOption) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// openRepo opens the local repository in root (created if needed), its
+// backend wrapped by wrap when set.
+func openRepo(t *testing.T, root string, wrap func(storage.Backend) storage.Backend) *repo.Repo {
+	t.Helper()
+	d, err := local.New(root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b storage.Backend = d
+	if wrap != nil {
+		b = wrap(d)
+	}
+	r, err := repo.Open(context.Background(), b, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// takeBase takes a real full backup into r: the chain's base.
+func takeBase(t *testing.T, cli *etcd.Client, r *repo.Repo) *format.Manifest {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := backup.Run(ctx, cli, r, backup.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func testLogger(t *testing.T, name string) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("writer", name)
+}
+
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// writer is one continuous.Run in a goroutine, with what it reported.
+type writer struct {
+	name     string
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when Run has returned err
+	err      error
+	sealed   atomic.Int64 // highest end revision this writer sealed
+	segments atomic.Int64 // segments this writer sealed
+	events   atomic.Int64 // events it received (OnEvents)
+	sealedEv atomic.Int64 // events in the segments it sealed
+	mu       sync.Mutex
+	seals    []*format.Manifest
+}
+
+// startWriter runs continuous.Run(cfg, base) until stop; cfg's callbacks
+// are set here.
+func startWriter(t *testing.T, name string, cfg continuous.Config, base *format.Manifest) *writer {
+	t.Helper()
+	w := &writer{name: name, done: make(chan struct{})}
+	cfg.Writer = name
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t, name)
+	}
+	cfg.OnSealed = func(m *format.Manifest) {
+		w.mu.Lock()
+		w.seals = append(w.seals, m)
+		w.mu.Unlock()
+		w.segments.Add(1)
+		w.sealedEv.Add(int64(m.Journal.Events))
+		for {
+			old := w.sealed.Load()
+			if m.Journal.End <= old || w.sealed.CompareAndSwap(old, m.Journal.End) {
+				break
+			}
+		}
+	}
+	cfg.OnEvents = func(n int) { w.events.Add(int64(n)) }
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		w.err = continuous.Run(ctx, cfg, base)
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-w.done:
+		case <-time.After(15 * time.Second):
+		}
+	})
+	return w
+}
+
+// stop cancels the writer and returns Run's result; Run must return within
+// within.
+func (w *writer) stop(t *testing.T, within time.Duration) error {
+	t.Helper()
+	w.cancel()
+	select {
+	case <-w.done:
+		return w.err
+	case <-time.After(within):
+		t.Fatalf("writer %s: Run did not return within %s of its context being canceled", w.name, within)
+		return nil
+	}
+}
+
+// waitFor polls cond until it is true, failing after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// chainEnd is the revision the chain of base reaches in r without a break.
+func chainEnd(t *testing.T, r *repo.Repo, base *format.Manifest) int64 {
+	t.Helper()
+	segs, err := r.Segments(context.Background(), base.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov := journal.Check(base.Revision, segs)
+	if cov.Break != nil {
+		t.Fatalf("chain %s: %v", base.ID, cov.Break)
+	}
+	return cov.End
+}
+
+// history is an independent watch on the whole key space: what etcd says
+// happened, to compare the journal with.
+type history struct {
+	mu   sync.Mutex
+	evs  []*mvccpb.Event
+	last int64
+	err  error
+}
+
+func watchHistory(t *testing.T, endpoints []string, from int64) *history {
+	t.Helper()
+	cli := newClient(t, endpoints)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &history{}
+	wch := cli.Watch(ctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for resp := range wch {
+			if err := resp.Err(); err != nil {
+				h.mu.Lock()
+				h.err = err
+				h.mu.Unlock()
+				return
+			}
+			h.mu.Lock()
+			for _, ev := range resp.Events {
+				h.evs = append(h.evs, (*mvccpb.Event)(ev))
+				h.last = ev.Kv.ModRevision
+			}
+			h.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return h
+}
+
+// upTo waits until the history reaches rev and returns its events up to
+// rev.
+func (h *history) upTo(t *testing.T, rev int64) []*mvccpb.Event {
+	t.Helper()
+	waitFor(t, 15*time.Second, fmt.Sprintf("the history watch to reach revision %d", rev), func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.err != nil {
+			t.Fatalf("history watch: %v", h.err)
+		}
+		return h.last >= rev
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*mvccpb.Event
+	for _, ev := range h.evs {
+		if ev.Kv.ModRevision <= rev {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// chain is a chain read back from the repository and decoded.
+type chain struct {
+	segs []*format.Manifest // every published segment
+	cov  journal.Coverage
+	recs []*journal.Record
+}
+
+// readChain reads every segment of base's chain, checks that it has no
+// break, and decodes the payloads, checking each against its manifest.
+func readChain(t *testing.T, r *repo.Repo, base *format.Manifest) chain {
+	t.Helper()
+	ctx := context.Background()
+	segs, err := r.Segments(ctx, base.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := chain{segs: segs, cov: journal.Check(base.Revision, segs)}
+	if c.cov.Break != nil {
+		t.Fatalf("chain %s has a break after revision %d: %v", base.ID, c.cov.End, c.cov.Break)
+	}
+	for i, m := range segs {
+		if i > 0 && m.Journal.Start != segs[i-1].Journal.End+1 {
+			t.Fatalf("segment %s starts at %d, previous ends at %d", m.ID, m.Journal.Start, segs[i-1].Journal.End)
+		}
+		if m.Kind != format.KindJournal || m.Journal.Chain != base.ID || m.Revision != m.Journal.End ||
+			m.ClusterID != base.ClusterID || m.Cluster != base.Cluster || m.MemberName == "" {
+			t.Errorf("segment %s: manifest %+v / %+v does not fit chain %s", m.ID, *m, *m.Journal, base.ID)
+		}
+		recs := decodeSegment(t, r, m)
+		events := 0
+		for j, rec := range recs {
+			if want := m.Journal.Start + int64(j); rec.Revision != want {
+				t.Fatalf("segment %s: record %d has revision %d, want %d (every revision has events)", m.ID, j, rec.Revision, want)
+			}
+			events += len(rec.Events)
+		}
+		if len(recs) == 0 || recs[len(recs)-1].Revision != m.Journal.End || len(recs) != m.Journal.Records || events != m.Journal.Events {
+			t.Fatalf("segment %s: %d records / %d events up to %d, manifest says %d / %d up to %d",
+				m.ID, len(recs), events, lastRev(recs), m.Journal.Records, m.Journal.Events, m.Journal.End)
+		}
+		if !m.Journal.FirstTime.Equal(recs[0].Time) || !m.Journal.LastTime.Equal(recs[len(recs)-1].Time) {
+			t.Errorf("segment %s: times %s..%s, records say %s..%s", m.ID, m.Journal.FirstTime, m.Journal.LastTime, recs[0].Time, recs[len(recs)-1].Time)
+		}
+		c.recs = append(c.recs, recs...)
+	}
+	return c
+}
+
+func lastRev(recs []*journal.Record) int64 {
+	if len(recs) == 0 {
+		return 0
+	}
+	return recs[len(recs)-1].Revision
+}
+
+// decodeSegment reads and verifies one segment's payload.
+func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*journal.Record {
+	t.Helper()
+	rc, err := r.OpenSegmentPayload(context.Background(), m)
+	if err != nil {
+		t.Fatalf("segment %s: %v", m.ID, err)
+	}
+	defer rc.Close()
+	dec, err := format.NewDecoder(rc, m, nil)
+	if err != nil {
+		t.Fatalf("segment %s: %v", m.ID, err)
+	}
+	defer dec.Close()
+	jr := journal.NewReader(dec)
+	var recs []*journal.Record
+	for {
+		rec, err := jr.Next()
+		if err == io.EOF {
+			return recs
+		}
+		if err != nil {
+			t.Fatalf("segment %s: %v", m.ID, err)
+		}
+		recs = append(recs, rec)
+	}
+}
+
+// compareEvents checks that recs hold exactly the events of want, in order,
+// grouped one record per revision.
+func compareEvents(t *testing.T, recs []*journal.Record, want []*mvccpb.Event) {
+	t.Helper()
+	i := 0
+	for _, rec := range recs {
+		for k, ev := range rec.Events {
+			if i >= len(want) {
+				t.Fatalf("journal revision %d event %d: %s, beyond the %d events etcd reported", rec.Revision, k, evString(ev), len(want))
+			}
+			if !sameEvent(ev, want[i]) {
+				t.Fatalf("journal revision %d event %d: %s, etcd reported %s", rec.Revision, k, evString(ev), evString(want[i]))
+			}
+			i++
+		}
+	}
+	if i != len(want) {
+		t.Fatalf("journal holds %d events, etcd reported %d (first missing: %s)", i, len(want), evString(want[i]))
+	}
+}
+
+func sameEvent(a, b *mvccpb.Event) bool {
+	return a.Type == b.Type && bytes.Equal(a.Kv.Key, b.Kv.Key) && bytes.Equal(a.Kv.Value, b.Kv.Value) &&
+		a.Kv.CreateRevision == b.Kv.CreateRevision && a.Kv.ModRevision == b.Kv.ModRevision &&
+		a.Kv.Version == b.Kv.Version && a.Kv.Lease == b.Kv.Lease
+}
+
+func evString(ev *mvccpb.Event) string {
+	v := ev.Kv.Value
+	if len(v) > 24 {
+		v = append(v[:24:24], "..."...)
+	}
+	return fmt.Sprintf("%s %q=%q create=%d mod=%d version=%d lease=%x", ev.Type, ev.Kv.Key, v,
+		ev.Kv.CreateRevision, ev.Kv.ModRevision, ev.Kv.Version, ev.Kv.Lease)
+}
+
+// checkLeases checks the lease TTLs of a chain: a lease appears in a record
+// only if a put of that record attaches it; the first put that attaches a
+// lease carries its TTL (granted[id], or 0 for a lease revoked since, whose
+// TTL may be looked up too late). With once, each lease appears once only
+// (a single writer that never restarted).
+func checkLeases(t *testing.T, recs []*journal.Record, granted map[int64]int64, revoked map[int64]bool, once bool) {
+	t.Helper()
+	seen := map[int64]bool{}
+	for _, rec := range recs {
+		attached := map[int64]bool{}
+		for _, ev := range rec.Events {
+			if ev.Type == mvccpb.PUT && ev.Kv.Lease != 0 {
+				attached[ev.Kv.Lease] = true
+			}
+		}
+		has := map[int64]int64{}
+		for _, l := range rec.Leases {
+			if !attached[l.ID] {
+				t.Errorf("revision %d records lease %x, which no put of it attaches", rec.Revision, l.ID)
+			}
+			if _, dup := has[l.ID]; dup {
+				t.Errorf("revision %d records lease %x twice", rec.Revision, l.ID)
+			}
+			has[l.ID] = l.TTL
+			if once && seen[l.ID] {
+				t.Errorf("revision %d records lease %x again", rec.Revision, l.ID)
+			}
+		}
+		for id := range attached {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			ttl, ok := has[id]
+			want, known := granted[id]
+			switch {
+			case !ok:
+				t.Errorf("revision %d is the first to attach lease %x but does not record its TTL", rec.Revision, id)
+			case !known:
+				t.Errorf("revision %d attaches lease %x, which the test never granted", rec.Revision, id)
+			case ttl == want, ttl == 0 && revoked[id]:
+			default:
+				t.Errorf("revision %d records lease %x with TTL %d, granted %d (revoked since: %v)", rec.Revision, id, ttl, want, revoked[id])
+			}
+		}
+	}
+}
+
+// workload drives etcd with every kind of write the journal must record:
+// puts and overwrites, deletes of one key and of a range, multi-op
+// transactions, leases granted and attached, keys moved between leases,
+// leases revoked.
+type workload struct {
+	t       *testing.T
+	cli     *clientv3.Client
+	rng     *rand.Rand
+	prefix  string
+	granted map[int64]int64 // lease -> granted TTL
+	revoked map[int64]bool
+	live    []int64 // leases not revoked
+	last    int64   // highest revision seen in a response
+}
+
+func newWorkload(t *testing.T, cli *clientv3.Client, seed int64, prefix string) *workload {
+	return &workload{t: t, cli: cli, rng: rand.New(rand.NewSource(seed)), prefix: prefix,
+		granted: map[int64]int64{}, revoked: map[int64]bool{}}
+}
+
+func (w *workload) saw(rev int64) {
+	if rev > w.last {
+		w.last = rev
+	}
+}
+
+func (w *workload) key() string { return fmt.Sprintf("%s%02d", w.prefix, w.rng.Intn(30)) }
+
+func (w *workload) value() string {
+	n := w.rng.Intn(200)
+	if w.rng.Intn(20) == 0 {
+		n = 2000 + w.rng.Intn(3000)
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + w.rng.Intn(26))
+	}
+	return string(b)
+}
+
+func (w *workload) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
+}
+
+func (w *workload) grant() int64 {
+	ctx, cancel := w.ctx()
+	defer cancel()
+	ttl := int64(300 + w.rng.Intn(300))
+	resp, err := w.cli.Grant(ctx, ttl)
+	if err != nil {
+		w.t.Fatalf("grant: %v", err)
+	}
+	w.granted[int64(resp.ID)] = ttl
+	w.live = append(w.live, int64(resp.ID))
+	return int64(resp.ID)
+}
+
+// step does one random write.
+func (w *workload) step() {
+	ctx, cancel := w.ctx()
+	defer cancel()
+	var rev int64
+	var err error
+	switch op := w.rng.Intn(100); {
+	case op < 40: // put or overwrite
+		var resp *clientv3.PutResponse
+		resp, err = w.cli.Put(ctx, w.key(), w.value())
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	case op < 50: // delete one key (a no-op when it does not exist)
+		var resp *clientv3.DeleteResponse
+		resp, err = w.cli.Delete(ctx, w.key())
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	case op < 55: // delete a range: several events in one revision
+		var resp *clientv3.DeleteResponse
+		from := w.key()
+		resp, err = w.cli.Delete(ctx, from, clientv3.WithRange(from+"\xff"+"5"))
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	case op < 70: // multi-op transaction
+		a, b, c := w.key(), w.key()+"/t", w.key()
+		for c == a {
+			c = w.key()
+		}
+		var resp *clientv3.TxnResponse
+		resp, err = w.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.Version(a), ">", 0)).
+			Then(clientv3.OpPut(a, w.value()), clientv3.OpPut(b, w.value()), clientv3.OpDelete(c)).
+			Else(clientv3.OpPut(a, w.value()), clientv3.OpPut(b+"/else", w.value())).
+			Commit()
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	case op < 85: // put with a lease, new or existing (moves a key between leases)
+		var id int64
+		if len(w.live) == 0 || w.rng.Intn(3) == 0 {
+			id = w.grant()
+		} else {
+			id = w.live[w.rng.Intn(len(w.live))]
+		}
+		var resp *clientv3.TxnResponse
+		// Two keys on the lease in one revision: one lease record.
+		resp, err = w.cli.Txn(ctx).Then(
+			clientv3.OpPut(w.key(), w.value(), clientv3.WithLease(clientv3.LeaseID(id))),
+			clientv3.OpPut(w.key()+"/l", w.value(), clientv3.WithLease(clientv3.LeaseID(id))),
+		).Commit()
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	case op < 90: // overwrite keeping the key's lease
+		var resp *clientv3.PutResponse
+		resp, err = w.cli.Put(ctx, w.key(), w.value(), clientv3.WithIgnoreLease())
+		if err != nil && strings.Contains(err.Error(), "key not found") {
+			err = nil
+		}
+		if err == nil && resp != nil {
+			rev = resp.Header.Revision
+		}
+	case op < 95: // revoke a lease: deletes its keys in one revision
+		if len(w.live) == 0 {
+			return
+		}
+		i := w.rng.Intn(len(w.live))
+		id := w.live[i]
+		w.live = append(w.live[:i], w.live[i+1:]...)
+		w.revoked[id] = true
+		var resp *clientv3.LeaseRevokeResponse
+		resp, err = w.cli.Revoke(ctx, clientv3.LeaseID(id))
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	default: // a big transaction
+		var ops []clientv3.Op
+		for i := 0; i < 20; i++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sbig/%02d", w.prefix, i), w.value()))
+		}
+		var resp *clientv3.TxnResponse
+		resp, err = w.cli.Txn(ctx).Then(ops...).Commit()
+		if err == nil {
+			rev = resp.Header.Revision
+		}
+	}
+	if err != nil {
+		w.t.Fatalf("workload: %v", err)
+	}
+	w.saw(rev)
+}
+
+// current returns etcd's current revision.
+func (w *workload) current() int64 {
+	ctx, cancel := w.ctx()
+	defer cancel()
+	resp, err := w.cli.Get(ctx, "current-revision")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.saw(resp.Header.Revision)
+	return resp.Header.Revision
+}
+
+// isManifest tells segment manifests from payloads by name.
+func isManifest(name string) bool { return strings.HasSuffix(name, ".manifest.json") }
+
+// orphans lists the segment payloads of chain that no manifest references.
+func orphans(t *testing.T, r *repo.Repo, b storage.Backend, chain string, segs []*format.Manifest) []string {
+	t.Helper()
+	used := map[string]bool{}
+	for _, m := range segs {
+		used[m.Payload] = true
+	}
+	var out []string
+	dir := r.JournalDir(chain) + "/"
+	err := b.List(context.Background(), dir, func(i storage.Info) error {
+		base := path.Base(i.Name)
+		if !isManifest(base) && !used[base] {
+			out = append(out, base)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hooked wraps a real backend with hooks on Put, to simulate slow,
+// failing or crashing storage.
+type hooked struct {
+	storage.Backend
+	// put, when set, is called instead of the inner Put; it calls inner
+	// to store the object.
+	put func(ctx context.Context, name string, r io.Reader, inner func(io.Reader) error) error
+}
+
+func (h *hooked) Put(ctx context.Context, name string, r io.Reader) error {
+	if h.put == nil {
+		return h.Backend.Put(ctx, name, r)
+	}
+	return h.put(ctx, name, r, func(r io.Reader) error { return h.Backend.Put(ctx, name, r) })
+}
+
+var errCrash = errors.New("simulated crash: the agent died before publishing the manifest")
