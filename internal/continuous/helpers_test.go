@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -32,10 +31,6 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 )
-
-// knownBugs reports whether the tests of known, unfixed journaler bugs
-// should fail (ETCD_BACKUP_TEST_KNOWN_BUGS=1) rather than log and skip.
-func knownBugs() bool { return os.Getenv("ETCD_BACKUP_TEST_KNOWN_BUGS") == "1" }
 
 // startEtcd starts n in-process members and returns a client on all of them.
 func startEtcd(t *testing.T, n int) (*embedded.Cluster, *etcd.Client) {

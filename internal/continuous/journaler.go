@@ -128,9 +128,20 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(segs))
 
 	// The watch and the uploader stop together; the final seal outlives ctx.
-	wctx, stopWatch := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
-	defer stopWatch()
-	wch := cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(cov.End+1))
+	// Under backpressure the watch is canceled, not just left unread: the
+	// etcd client library reads the gRPC stream eagerly and would buffer,
+	// without bound, everything etcd sends. It is opened again after the
+	// last revision received once the uploader takes the full segment.
+	var wch clientv3.WatchChan
+	stopWatch := func() {}
+	openWatch := func(from int64) {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
+		stopWatch = cancel
+		wch = cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
+	}
+	openWatch(cov.End + 1)
+	defer func() { stopWatch() }()
+	lctx := context.WithoutCancel(ctx) // lease lookups
 
 	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopUp()
@@ -150,13 +161,18 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	}()
 	finish := func(cur *segment, cause error) error {
 		stopWatch()
-		if cause == nil && len(cur.recs) > 0 {
+		if cause == nil {
+			// The timeout covers the segment the uploader may still be
+			// sealing, not only cur.
 			t := time.AfterFunc(cfg.SealTimeout, stopUp)
 			defer t.Stop()
-			select {
-			case up <- cur:
-			case err := <-upErr:
-				return err
+			if len(cur.recs) > 0 {
+				select {
+				case up <- cur:
+				case err := <-upErr:
+					close(up)
+					return err
+				}
 			}
 		}
 		close(up)
@@ -192,7 +208,16 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 			return err
 		case sendCh <- cur:
 			cur = &segment{}
+			if wch == nil {
+				openWatch(lastRev + 1)
+			}
 		case <-tick.C:
+			if cur.bytes >= cfg.MaxSegment && wch != nil {
+				// The uploader is still busy a tick later: etcd holds the
+				// events meanwhile.
+				stopWatch()
+				wch = nil
+			}
 		case resp, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
@@ -228,7 +253,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 						r.Events = append(r.Events, ev)
 						r.size += ev.Size()
 						cur.bytes += ev.Size()
-						w.addLease(wctx, leases, r, ev)
+						w.addLease(lctx, leases, r, ev)
 						continue
 					}
 					if rev >= w.next.Load() {
@@ -241,7 +266,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 					continue // another writer sealed it already
 				}
 				r := &record{Record: journal.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
-				w.addLease(wctx, leases, r, ev)
+				w.addLease(lctx, leases, r, ev)
 				if len(cur.recs) == 0 {
 					cur.first = time.Now()
 				}
@@ -311,12 +336,21 @@ func (w *writer) seal(ctx context.Context, s *segment) error {
 			}
 			return err
 		})
+		var other *format.Manifest
 		if errors.Is(err, storage.ErrExists) {
-			other, rerr := w.cfg.Repo.ReadSegmentManifest(ctx, w.chain, start)
-			w.cfg.Repo.RemoveSegmentPayload(ctx, w.chain, m.Payload)
+			var rerr error
+			other, rerr = w.cfg.Repo.ReadSegmentManifest(ctx, w.chain, start)
 			if rerr != nil {
+				// The payload stays (an orphan at worst): the manifest
+				// may be this writer's own.
 				return fmt.Errorf("another writer sealed the segment at revision %d and its manifest cannot be read: %w", start, rerr)
 			}
+			if other.Payload == m.Payload {
+				err = nil // a retried publish whose first attempt had landed: the segment is ours
+			}
+		}
+		if errors.Is(err, storage.ErrExists) {
+			w.cfg.Repo.RemoveSegmentPayload(ctx, w.chain, m.Payload)
 			if other.Journal.End < start {
 				return fmt.Errorf("%w: segment %s ends before it starts", format.ErrIntegrity, other.ID)
 			}

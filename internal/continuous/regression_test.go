@@ -12,15 +12,8 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
 
-// Tests of journaler bugs not fixed yet. They are skipped unless
-// ETCD_BACKUP_TEST_KNOWN_BUGS=1; each says what the correct behaviour is.
-
-func skipKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if !knownBugs() {
-		t.Skipf("known bug (ETCD_BACKUP_TEST_KNOWN_BUGS=1 runs this test): %s", what)
-	}
-}
+// Regression tests of journaler bugs found and fixed; each says what the
+// correct behaviour is.
 
 // TestManifestPutLandedButReported: the store keeps a segment manifest but
 // the writer sees a retryable error (a timeout after the object store
@@ -29,7 +22,6 @@ func skipKnownBug(t *testing.T, what string) {
 // writer's and removes the payload the published manifest names, so the
 // chain cannot be read past that segment.
 func TestManifestPutLandedButReported(t *testing.T) {
-	skipKnownBug(t, "seal removes its own payload when a retried manifest write had landed")
 	cl, cli := startEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
@@ -72,7 +64,6 @@ func TestManifestPutLandedButReported(t *testing.T) {
 // uploader, which retries until upCtx is canceled, which happens only when
 // Run returns: Run never returns.
 func TestStopWhileUploadRetrying(t *testing.T) {
-	skipKnownBug(t, "Run hangs after ctx is done when it holds nothing and the uploader is retrying")
 	cl, cli := startEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
