@@ -11,8 +11,10 @@
 //     start, exactly one wins; the loser drops what the winner covers and
 //     goes on after it. No gap and no overlap, whoever writes.
 //   - Memory is bounded: while the uploader is busy and the segment being
-//     filled has reached its size limit, the watch is not read, and etcd
-//     holds the events (gRPC flow control, then etcd's unsynced watchers).
+//     filled has reached its size limit, the watch is cancelled (the etcd
+//     client buffers a watch without bound when it is not read) and opened
+//     again after the last revision held once the uploader takes the
+//     segment; etcd holds the events in its history meanwhile.
 //   - Nothing unsealed is trusted: after a crash, the next writer starts
 //     from the last sealed revision in the repository.
 package continuous
