@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,8 +15,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/embedded"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
+	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
@@ -39,10 +42,12 @@ func newDemoCommand(g *Globals) *cobra.Command {
 		Use:   "demo",
 		Short: "The whole story in-process: back up a 3-member cluster, lose it, restore it",
 		Long: `Start a 3-member etcd cluster in this process on loopback ports, write keys,
-back it up to a local repository in a temporary directory, destroy every
+back it up to a local repository in a temporary directory, journal every
+change after the backup (as 'agent --continuous' does) while more keys are
+written and then a batch of keys is deleted by mistake, destroy every
 member's data, restore all three members on new peer URLs (as on new
-machines) from the backup, start them, and check every key on every member.
-Needs nothing but this binary.`,
+machines) to the revision just before the mistake, start them, and check
+every key on every member. Needs nothing but this binary.`,
 		Example: `  etcd-backup demo
   etcd-backup demo --keys 20000 --dir /tmp/demo --keep`,
 		Args: maxArgs(0),
@@ -108,6 +113,18 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 	}
 	say("3. backed up member %s at revision %d: %d bytes, %d stored, as %s in %s", m.MemberName, m.Revision, m.RawSize, m.StoredSize, m.ID, repoDir)
 
+	// 2b. Journal every change after the backup, as agent --continuous does;
+	// more writes, then a mistake.
+	late, good, bad, deleted, segments, err := demoJournal(ctx, cli, r, m, o.Keys/4)
+	if err != nil {
+		return err
+	}
+	for k, v := range late {
+		want[k] = v
+	}
+	say("4. journaled every change after the backup: %d more keys up to revision %d, then a mistake at revision %d (%d keys deleted); %d journal segments",
+		len(late), good, bad, deleted, segments)
+
 	// 3. Disaster.
 	cli.Close()
 	cl.Close()
@@ -116,7 +133,7 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 			return err
 		}
 	}
-	say("4. stopped every member and deleted every data dir")
+	say("5. stopped every member and deleted every data dir")
 
 	// 4. Restore every member, on new peer URLs, from the same backup.
 	newSpecs, err := embedded.NewSpecs(filepath.Join(dir, "new"), "m", 3)
@@ -126,20 +143,24 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 	if err := os.MkdirAll(filepath.Join(dir, "new"), 0o700); err != nil {
 		return err
 	}
-	latest, err := r.Find(ctx, "latest", repo.Selector{})
+	// To the revision just before the mistake: the snapshot, then its
+	// journal replayed up to there (restore --to-revision).
+	snap, jp, err := restore.Resolve(ctx, r, "", repo.Selector{}, restore.Target{Revision: good})
 	if err != nil {
 		return err
 	}
+	var res restore.Result
 	for _, s := range newSpecs {
 		plan, err := restore.MakePlan(restore.Spec{DataDir: s.DataDir, Name: s.Name, InitialCluster: embedded.InitialCluster(newSpecs)})
 		if err != nil {
 			return err
 		}
-		if _, err := restore.Execute(ctx, r, latest, plan, restore.Options{Logger: quiet}); err != nil {
+		if res, err = restore.Execute(ctx, r, snap, plan, restore.Options{Logger: quiet, Journal: jp}); err != nil {
 			return err
 		}
 	}
-	say("5. restored all 3 members from %s onto new peer URLs: %s", latest.ID, embedded.InitialCluster(newSpecs))
+	say("6. restored all 3 members to revision %d, just before the mistake (backup %s + %d journaled revisions replayed), onto new peer URLs: %s",
+		res.Revision, snap.ID, res.Replayed.Records, embedded.InitialCluster(newSpecs))
 	cl, err = embedded.Start(ctx, newSpecs, "")
 	if err != nil {
 		return fmt.Errorf("start restored cluster: %w", err)
@@ -157,7 +178,7 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 			return fmt.Errorf("member %s: %w", s.Name, err)
 		}
 	}
-	say("6. every one of the %d keys is back on every member; the demo took %.1fs", len(want), time.Since(start).Seconds())
+	say("7. every one of the %d keys is back on every member; the demo took %.1fs", len(want), time.Since(start).Seconds())
 	if o.Keep {
 		say("work directory kept: %s", dir)
 	}
@@ -196,4 +217,54 @@ func checkDemoKeys(ctx context.Context, cli *clientv3.Client, want map[string][]
 		}
 	}
 	return nil
+}
+
+// demoJournal journals the cluster from backup m on (continuous.Run, as the
+// agent does) while it writes n more keys, then deletes a tenth of all keys
+// with one prefix delete: the mistake. It returns the keys written, the last
+// good revision, the mistake's revision and the number of segments sealed.
+func demoJournal(ctx context.Context, cli *etcd.Client, r *repo.Repo, m *format.Manifest, n int) (late map[string][]byte, good, bad int64, deleted, segments int, err error) {
+	jctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var sealed atomic.Int64
+	var sealedSegs atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- continuous.Run(jctx, continuous.Config{
+			Client: cli.Client, Repo: r, Flush: 200 * time.Millisecond, Writer: "demo",
+			OnSealed: func(s *format.Manifest) { sealed.Store(s.Journal.End); sealedSegs.Add(1) },
+		}, m)
+	}()
+	late = make(map[string][]byte, n)
+	for i := 0; i < n; i++ {
+		k := fmt.Sprintf("/registry/demo/late/%06d", i)
+		v := []byte(fmt.Sprintf("written after the backup, %d", i))
+		resp, perr := cli.Put(ctx, k, string(v))
+		if perr != nil {
+			err = perr
+			return nil, 0, 0, 0, 0, fmt.Errorf("write demo keys: %w", perr)
+		}
+		late[k], good = v, resp.Header.Revision
+	}
+	resp, err := cli.Delete(ctx, "/registry/demo/000", clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, 0, 0, 0, fmt.Errorf("the demo's mistake: %w", err)
+	}
+	bad, deleted = resp.Header.Revision, int(resp.Deleted)
+	deadline := time.Now().Add(30 * time.Second)
+	for sealed.Load() < bad {
+		select {
+		case err := <-done:
+			return nil, 0, 0, 0, 0, fmt.Errorf("journal stopped: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, 0, 0, 0, fmt.Errorf("the journal did not reach revision %d in 30s", bad)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		return nil, 0, 0, 0, 0, fmt.Errorf("journal: %w", err)
+	}
+	return late, good, bad, deleted, int(sealedSegs.Load()), nil
 }
