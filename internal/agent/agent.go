@@ -108,6 +108,8 @@ type state struct {
 	nextRun       time.Time
 	lastSuccess   time.Time
 	runs          []RunRecord // newest first
+	journal       JournalStatus
+	journalSealed time.Time
 }
 
 // Agent runs scheduled backups and serves their state.

@@ -102,6 +102,9 @@ func (a *Agent) journalLoop(ctx context.Context) {
 				reason = restartBroken
 			}
 			a.jm.restarts.WithLabelValues(reason).Inc()
+			a.mu.Lock()
+			a.st.journal.LastError = oneLine(err.Error())
+			a.mu.Unlock()
 			a.log.Warn("journal: the chain cannot go on; taking a new full snapshot to start a new journal", "chain", base.ID, "reason", reason, "error", err)
 			if a.cfg.LeaderOnly && !a.stillLeader(ctx) {
 				continue
@@ -113,6 +116,9 @@ func (a *Agent) journalLoop(ctx context.Context) {
 				}
 			}
 		case err != nil:
+			a.mu.Lock()
+			a.st.journal.LastError = oneLine(err.Error())
+			a.mu.Unlock()
 			a.jm.restarts.WithLabelValues(restartError).Inc()
 			a.log.Warn("journal: stopped; resuming from the last sealed revision", "chain", base.ID, "error", err, "in", backoff)
 			if !sleep() {
@@ -159,6 +165,9 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		Writer:     a.cfg.WriterName,
 		Logger:     a.log,
 		OnSealed: func(m *format.Manifest) {
+			a.mu.Lock()
+			a.st.journal.SealedRevision, a.st.journalSealed = m.Journal.End, m.Journal.LastTime
+			a.mu.Unlock()
 			a.jm.segments.Inc()
 			a.jm.sealedRevision.Set(float64(m.Journal.End))
 			a.jm.sealedTime.Set(float64(m.Journal.LastTime.UnixNano()) / 1e9)
@@ -166,7 +175,15 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		OnEvents: func(n int) { a.jm.events.Add(float64(n)) },
 	}
 	a.jm.active.Set(1)
-	defer a.jm.active.Set(0)
+	a.mu.Lock()
+	a.st.journal.Active, a.st.journal.Chain = true, base.ID
+	a.mu.Unlock()
+	defer func() {
+		a.jm.active.Set(0)
+		a.mu.Lock()
+		a.st.journal.Active = false
+		a.mu.Unlock()
+	}()
 	go func() { done <- continuous.Run(jctx, cfg, base) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

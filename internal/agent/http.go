@@ -75,6 +75,17 @@ type StatusReport struct {
 		Checked   *time.Time `json:"checked,omitempty"`
 	} `json:"repository"`
 	Runs []RunRecord `json:"runs"` // newest first
+	// Journal is set with --continuous.
+	Journal *JournalStatus `json:"journal,omitempty"`
+}
+
+// JournalStatus is the state of the continuous journal (--continuous).
+type JournalStatus struct {
+	Active         bool       `json:"active"`          // journaling now (with --leader-only: this member leads)
+	Chain          string     `json:"chain,omitempty"` // the snapshot the current chain starts from
+	SealedRevision int64      `json:"sealed_revision,omitempty"`
+	SealedTime     *time.Time `json:"sealed_time,omitempty"` // when the agent received that revision
+	LastError      string     `json:"last_error,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -113,6 +124,11 @@ func (a *Agent) Status() StatusReport {
 		s.Repository.Error = oneLine(v.repoErr.Error())
 	}
 	s.Repository.Checked = timePtr(v.repoChecked)
+	if a.cfg.Continuous {
+		j := v.journal
+		j.SealedTime = timePtr(v.journalSealed)
+		s.Journal = &j
+	}
 	return s
 }
 
