@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 
 	leases := map[int64]bool{}
 	cur := &segment{}
-	tick := time.NewTicker(max(cfg.Flush/4, 20*time.Millisecond))
+	tick := time.NewTicker(max(cfg.Flush/10, 10*time.Millisecond)) // a seal is late by at most a tenth of Flush
 	defer tick.Stop()
 	var lastRev int64
 	for {
