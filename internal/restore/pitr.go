@@ -59,7 +59,20 @@ func Resolve(ctx context.Context, r *repo.Repo, ref string, sel repo.Selector, t
 		if err != nil || !t.set() {
 			return m, nil, err
 		}
-		return planFor(ctx, r, m, nil, t)
+		// The next newer snapshot tells --to-time whether the end of m's
+		// journal is the state at T.
+		var newer *format.Manifest
+		if ids, err := r.IDs(ctx); err == nil {
+			for i := len(ids) - 1; i >= 0; i-- {
+				if ids[i] > m.ID {
+					if nm, err := r.ReadManifest(ctx, ids[i]); err == nil {
+						newer = nm
+						break
+					}
+				}
+			}
+		}
+		return planFor(ctx, r, m, newer, t)
 	}
 	if t.NoJournal {
 		m, err := r.Find(ctx, ref, sel)

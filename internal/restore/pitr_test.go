@@ -166,6 +166,11 @@ func TestResolveTimeAfterJournalEnd(t *testing.T) {
 	if !errors.Is(err, repo.ErrNoBackup) || !strings.Contains(err.Error(), "no journal covers") {
 		t.Fatalf("error %v", err)
 	}
+	// The same when the backup is named.
+	_, _, err = Resolve(ctx, r, s1.ID, repo.Selector{}, Target{Time: t0.Add(30 * time.Minute)})
+	if !errors.Is(err, repo.ErrNoBackup) || !strings.Contains(err.Error(), "no journal covers") {
+		t.Fatalf("named backup: error %v", err)
+	}
 }
 
 // TestResolveDamagedSegment: a damaged segment manifest breaks the chain
