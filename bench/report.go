@@ -217,7 +217,24 @@ func (b *bench) report(total time.Duration) string {
 		}
 		p("\n")
 	}
-	return w.String()
+	return w.String() + keptJournalSection(b.opt.out)
+}
+
+// keptJournalSection returns the section bench/journal wrote into the
+// report at path, markers included, to be carried over to the end of the
+// new one ("" if there is none).
+func keptJournalSection(path string) string {
+	const begin, end = "<!-- journal:begin -->", "<!-- journal:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return ""
+	}
+	return s[i:j+len(end)] + "\n"
 }
 
 type printer func(format string, args ...any)
