@@ -17,8 +17,8 @@
 //  4. Replay speed: `restore latest` of a journal of ≥ 100k events vs
 //     `restore --no-journal`.
 //
-//     go run ./bench/journal -out BENCHMARKS.md          # everything (about 10 min on 2 CPUs)
-//     go run ./bench/journal -quick -out /tmp/j.md       # sanity run (about 2 min)
+//     go run ./bench/journal -out BENCHMARKS.md          # everything (about 7 min on 2 CPUs)
+//     go run ./bench/journal -quick -out /tmp/j.md       # sanity run (about 1 min)
 //
 // It needs etcd 3.6.16 from scripts/install-test-deps.sh (.cache/test-bin)
 // and builds etcd-backup and ../spawner itself.
@@ -83,7 +83,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 0, "seed of the kill times (0: from the clock; the report names it)")
 	flag.StringVar(&sections, "sections", "rpo,cost,latency,replay", "comma-separated sections to measure")
 	flag.StringVar(&o.repoDir, "repo-dir", "", "put the file:// repositories under this directory (default: the temporary directory, beside the etcd data dirs)")
-	flag.BoolVar(&o.quick, "quick", false, "sanity run (about 2 min): 1 RPO run killed after 5-8s, 1000 txn/s only, 6s phases, 1 latency run each, 5k keys prefilled, 10k events")
+	flag.BoolVar(&o.quick, "quick", false, "sanity run (about 1 min): 1 RPO run killed after 5-8s, 1000 txn/s only, 6s phases, 1 latency run each, 5k keys prefilled, 10k events")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, repositories) for debugging")
 	flag.Parse()
 	if flag.NArg() > 0 {

@@ -117,7 +117,7 @@ func (b *bench) report(total time.Duration) string {
 	if full := "go run ./bench/journal -out BENCHMARKS.md"; cmdline != full {
 		p(" (the full default is `%s`)", full)
 	}
-	p("; `-quick` is a 2-minute sanity run. ")
+	p("; `-quick` is a sanity run of about a minute. ")
 	p("It rewrites only this section, between the `journal:begin`/`journal:end` markers; `go run ./bench` keeps it. Source: [bench/journal/](bench/journal/).\n\n")
 
 	p("### Machine\n\n| | |\n|---|---|\n")
