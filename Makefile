@@ -2,6 +2,7 @@
 #   make build   static binary in bin/etcd-backup
 #   make test    install test dependencies (etcd binaries, S3 test server, rclone) and run every test
 #   make bench   measure backup/restore against etcdctl/etcdutl and write BENCHMARKS.md
+#   make bench-journal  measure the continuous journal (RPO, agent cost, put latency, replay) into BENCHMARKS.md
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +10,7 @@ LDFLAGS   := -s -w -X github.com/etcd-backup/etcd-backup/internal/version.Versio
 TEST_BIN  ?= $(CURDIR)/.cache/test-bin
 export ETCD_BACKUP_TEST_BIN := $(TEST_BIN)
 
-.PHONY: build test test-deps vet bench clean
+.PHONY: build test test-deps vet bench bench-journal clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/etcd-backup ./cmd/etcd-backup
@@ -26,6 +27,9 @@ test: test-deps vet
 
 bench: build test-deps
 	$(GO) run ./bench -out BENCHMARKS.md
+
+bench-journal: test-deps
+	$(GO) run ./bench/journal -out BENCHMARKS.md
 
 clean:
 	rm -rf bin
