@@ -125,6 +125,23 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	if cov.Break != nil {
 		return fmt.Errorf("%w: chain %s: %v", ErrChainBroken, base.ID, cov.Break)
 	}
+	// The cluster behind the endpoints must be the one the chain records:
+	// the same cluster ID, and a history that has not gone back (a cluster
+	// restored from a backup while this agent ran). Otherwise its revisions
+	// would be appended to another history.
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cur0, err := cfg.Client.Get(gctx, "\x00", clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read the cluster's revision: %w", err)
+	}
+	if err := sameCluster(base, cur0.Header.ClusterId); err != nil {
+		return err
+	}
+	if cur0.Header.Revision < cov.End {
+		return fmt.Errorf("%w: the cluster is at revision %d, before the journal's end %d: it was restored or replaced since chain %s was written",
+			ErrChainBroken, cur0.Header.Revision, cov.End, base.ID)
+	}
 	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base}
 	w.next.Store(cov.End + 1)
 	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(segs))
@@ -161,9 +178,14 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 		}
 		upErr <- nil
 	}()
-	finish := func(cur *segment, cause error) error {
+	// finish stops the watch and returns cause (nil: ctx is done). Unless
+	// keep is false (what was received cannot be trusted), it first seals
+	// cur and lets the upload in flight finish, within SealTimeout: those
+	// revisions are whole and in order, and etcd may no longer have them
+	// (a compaction).
+	finish := func(cur *segment, cause error, keep bool) error {
 		stopWatch()
-		if cause == nil {
+		if keep {
 			// The timeout covers the segment the uploader may still be
 			// sealing, not only cur.
 			t := time.AfterFunc(cfg.SealTimeout, stopUp)
@@ -173,17 +195,17 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 				case up <- cur:
 				case err := <-upErr:
 					close(up)
-					return err
+					return errors.Join(cause, err)
 				}
 			}
+		} else {
+			stopUp()
 		}
 		close(up)
-		if cause != nil {
-			stopUp()
-			<-upErr
-			return cause
+		if err := <-upErr; err != nil && cause == nil {
+			return err
 		}
-		return <-upErr
+		return cause
 	}
 
 	leases := map[int64]bool{}
@@ -203,7 +225,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 		}
 		select {
 		case <-ctx.Done():
-			return finish(cur, nil)
+			return finish(cur, nil, true)
 		case err := <-upErr:
 			stopWatch()
 			close(up)
@@ -223,18 +245,21 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 		case resp, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
-					return finish(cur, nil)
+					return finish(cur, nil, true)
 				}
-				return finish(cur, errors.New("etcd closed the watch"))
+				return finish(cur, errors.New("etcd closed the watch"), true)
 			}
 			if resp.CompactRevision != 0 {
-				return finish(cur, fmt.Errorf("%w: the journal needs revision %d, etcd compacted up to %d", ErrCompacted, w.next.Load(), resp.CompactRevision))
+				return finish(cur, fmt.Errorf("%w: the journal needs revision %d, etcd compacted up to %d", ErrCompacted, max(lastRev+1, w.next.Load()), resp.CompactRevision), true)
 			}
 			if err := resp.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
-					return finish(cur, fmt.Errorf("%w: %v", ErrCompacted, err))
+					return finish(cur, fmt.Errorf("%w: %v", ErrCompacted, err), true)
 				}
-				return finish(cur, fmt.Errorf("watch: %w", err))
+				return finish(cur, fmt.Errorf("watch: %w", err), true)
+			}
+			if err := sameCluster(base, resp.Header.ClusterId); err != nil {
+				return finish(cur, err, false)
 			}
 			if len(resp.Events) == 0 {
 				continue
@@ -247,7 +272,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 				ev := (*mvccpb.Event)(cev)
 				rev := ev.Kv.ModRevision
 				if rev < lastRev {
-					return finish(cur, fmt.Errorf("watch went back from revision %d to %d", lastRev, rev))
+					return finish(cur, fmt.Errorf("watch went back from revision %d to %d", lastRev, rev), false)
 				}
 				if rev == lastRev {
 					if n := len(cur.recs); n > 0 && cur.recs[n-1].Revision == rev {
@@ -259,7 +284,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 						continue
 					}
 					if rev >= w.next.Load() {
-						return finish(cur, fmt.Errorf("etcd split revision %d across watch responses after it was sealed", rev))
+						return finish(cur, fmt.Errorf("etcd split revision %d across watch responses after it was sealed", rev), false)
 					}
 					continue
 				}
@@ -381,7 +406,10 @@ func (w *writer) encode(start int64, recs []*record) (*format.Manifest, []byte, 
 	var err error
 	for _, r := range recs {
 		if raw, err = journal.AppendFrame(raw, &r.Record); err != nil {
-			return nil, nil, fmt.Errorf("encode journal record %d: %w", r.Revision, err)
+			// A revision whose events exceed journal.MaxFrame (one delete of
+			// about a million keys) cannot be journaled: a new snapshot
+			// must start a new chain after it.
+			return nil, nil, fmt.Errorf("%w: encode journal record %d: %v", ErrChainBroken, r.Revision, err)
 		}
 		events += len(r.Events)
 	}
@@ -464,4 +492,17 @@ func retry(ctx context.Context, log *slog.Logger, what string, op func() error) 
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// sameCluster checks that the cluster answering is the one base was taken
+// from (a cluster restored with a new token, or another cluster, is not).
+func sameCluster(base *format.Manifest, id uint64) error {
+	if base.ClusterID == "" || id == 0 {
+		return nil
+	}
+	if got := fmt.Sprintf("%016x", id); got != base.ClusterID {
+		return fmt.Errorf("%w: the endpoints now answer for cluster %s, chain %s is of cluster %s (restored or replaced?)",
+			ErrChainBroken, got, base.ID, base.ClusterID)
+	}
+	return nil
 }
