@@ -140,6 +140,9 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 		if jp != nil {
 			fmt.Fprintf(g.stdout, "and replay its journal (%d segments, unbroken to revision %d at %s) %s\n",
 				len(jp.Segments), jp.End, jp.EndTime.UTC().Format(time.RFC3339), journalTo(jp))
+			if jp.Note != "" {
+				fmt.Fprintf(g.stdout, "note: %s\n", jp.Note)
+			}
 		}
 		fmt.Fprintf(g.stdout, "into %s as member %s of %s\n", plan.DataDir, plan.Name, plan.InitialCluster)
 		return nil
@@ -156,6 +159,9 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 	if jp != nil {
 		fmt.Fprintf(g.stdout, "replayed %d revisions (%d events) of the journal on snapshot revision %d\n",
 			res.Replayed.Records, res.Replayed.Events, res.SnapshotRevision)
+		if jp.Note != "" {
+			fmt.Fprintf(g.stdout, "note: %s\n", jp.Note)
+		}
 	}
 	fmt.Fprintf(g.stdout, "restored backup %s (revision %d, %d keys) into %s as member %s\n",
 		m.ID, res.Revision, res.Keys, res.DataDir, plan.Name)

@@ -92,6 +92,7 @@ func (a *Agent) journalLoop(ctx context.Context) {
 			}
 			continue
 		}
+		started := time.Now()
 		err = a.runChain(ctx, base)
 		switch {
 		case ctx.Err() != nil:
@@ -108,6 +109,16 @@ func (a *Agent) journalLoop(ctx context.Context) {
 			a.log.Warn("journal: the chain cannot go on; taking a new full snapshot to start a new journal", "chain", base.ID, "reason", reason, "error", err)
 			if a.cfg.LeaderOnly && !a.stillLeader(ctx) {
 				continue
+			}
+			// A chain that could not even start (etcd compacts faster than
+			// a snapshot is taken): back off instead of taking snapshots
+			// back to back.
+			if time.Since(started) < 10*time.Second {
+				if !sleep() {
+					return
+				}
+			} else {
+				backoff = time.Second
 			}
 			if _, err := a.BackupNow(ctx); err != nil {
 				a.log.Error("journal: the new full snapshot failed", "error", err)

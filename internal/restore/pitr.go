@@ -33,6 +33,11 @@ type JournalPlan struct {
 	// End and EndTime are where the unbroken journal ends.
 	End     int64
 	EndTime time.Time
+	// Note, when set, is something the operator must be told about the
+	// point reached.
+	Note string
+	// ClusterID is the snapshot's cluster: every segment must be of it.
+	ClusterID string
 }
 
 // Resolve picks the snapshot, and the journal to replay on it, for ref
@@ -137,6 +142,19 @@ func Resolve(ctx context.Context, r *repo.Repo, ref string, sel repo.Selector, t
 			if i > 0 {
 				newer = cands[i-1]
 			}
+			// A chain starts by catching up from its snapshot's revision,
+			// and those records carry the time they were caught up, not
+			// when they happened. When this chain's first record is after
+			// T, the previous chain, which saw those revisions as they
+			// happened, is the one to use if it reaches T.
+			if i+1 < len(cands) {
+				if cov, err := coverage(ctx, r, m); err == nil && cov.FirstTime.After(t.Time) {
+					prev := cands[i+1]
+					if pcov, err := coverage(ctx, r, prev); err == nil && !pcov.LastTime.Before(t.Time) {
+						return prev, journalPlan(prev, pcov, 0, t.Time), nil
+					}
+				}
+			}
 			return planFor(ctx, r, m, newer, t)
 		}
 		oldest := cands[len(cands)-1]
@@ -189,7 +207,7 @@ func coverage(ctx context.Context, r *repo.Repo, m *format.Manifest) (journal.Co
 }
 
 func journalPlan(m *format.Manifest, cov journal.Coverage, to int64, at time.Time) *JournalPlan {
-	return &JournalPlan{Chain: m.ID, Segments: cov.Segments, ToRevision: to, ToTime: at, End: cov.End, EndTime: cov.LastTime}
+	return &JournalPlan{Chain: m.ID, Segments: cov.Segments, ToRevision: to, ToTime: at, End: cov.End, EndTime: cov.LastTime, ClusterID: m.ClusterID}
 }
 
 // planFor plans replaying m's chain to t. newer is the next newer snapshot,
@@ -224,7 +242,17 @@ func planFor(ctx context.Context, r *repo.Repo, m, newer *format.Manifest, t Tar
 		return nil, nil, fmt.Errorf("%w (chain of backup %s); the journal is unbroken up to %s (revision %d): restore --to-time %s or earlier",
 			cov.Break, m.ID, fmtTime(cov.LastTime), cov.End, fmtTime(cov.LastTime))
 	}
-	if newer == nil || newer.Revision <= cov.End {
+	if newer != nil && !newer.Finished.After(t.Time) {
+		return nil, nil, fmt.Errorf("%w: %s is after the next backup %s (finished at %s): restore it, or give no backup ID, to reach that time",
+			repo.ErrNoBackup, fmtTime(t.Time), newer.ID, fmtTime(newer.Finished))
+	}
+	if newer == nil {
+		p := journalPlan(m, cov, 0, t.Time)
+		p.Note = fmt.Sprintf("the journal's last record was received at %s (revision %d); this is the state then. If the agent was not journaling after that, later changes are not in the repository",
+			fmtTime(cov.LastTime), cov.End)
+		return m, p, nil
+	}
+	if newer.Revision <= cov.End {
 		return m, journalPlan(m, cov, 0, t.Time), nil
 	}
 	return nil, nil, fmt.Errorf("%w: no journal covers %s: the journal of backup %s ends at %s (revision %d) and the next backup %s finished at %s; restore --to-time %s, or that backup",
@@ -286,6 +314,9 @@ func (s *segmentSource) Next() (*journal.Record, error) {
 			}
 			m := s.plan.Segments[s.i]
 			s.i++
+			if s.plan.ClusterID != "" && m.ClusterID != "" && m.ClusterID != s.plan.ClusterID {
+				return nil, fmt.Errorf("%w: journal segment %s was written for cluster %s, its snapshot is of cluster %s", format.ErrIntegrity, m.ID, m.ClusterID, s.plan.ClusterID)
+			}
 			rc, err := s.r.OpenSegmentPayload(s.ctx, m)
 			if err != nil {
 				return nil, err
@@ -310,6 +341,11 @@ func (s *segmentSource) Next() (*journal.Record, error) {
 		}
 		if rec.Revision < s.cur.Journal.Start || rec.Revision > s.cur.Journal.End {
 			return nil, fmt.Errorf("%w: journal segment %s covers revisions %d..%d but holds revision %d", format.ErrIntegrity, s.cur.ID, s.cur.Journal.Start, s.cur.Journal.End, rec.Revision)
+		}
+		// etcd gives every revision at least one event, so a segment holds
+		// each revision of its range, in order.
+		if want := max(s.last+1, s.cur.Journal.Start); rec.Revision != want {
+			return nil, fmt.Errorf("%w: journal segment %s is missing revisions %d..%d", format.ErrIntegrity, s.cur.ID, want, rec.Revision-1)
 		}
 		s.last = rec.Revision
 		if !s.plan.ToTime.IsZero() && rec.Time.After(s.plan.ToTime) {

@@ -200,3 +200,34 @@ func TestResolveDamagedSegment(t *testing.T) {
 		t.Fatalf("to 150: %v %+v %v", m, p, err)
 	}
 }
+
+// TestResolveTimeEdges: a named backup with a time after the next backup;
+// a time after the journal's end with nothing newer (a note); a time
+// between a new snapshot and its chain's first (caught-up) record.
+func TestResolveTimeEdges(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	s1 := snap(t, r, 0, 100, 105)
+	seg(t, r, s1, 101, 300, 1, 20) // the old chain runs until just after s2 appears
+	s2 := snap(t, r, 19, 280, 290)
+	seg(t, r, s2, 281, 400, 20, 30) // caught up at minute 20, then 301..400 until minute 30
+
+	at := func(min float64) time.Time { return t0.Add(time.Duration(min * float64(time.Minute))) }
+	if _, _, err := Resolve(ctx, r, s1.ID, repo.Selector{}, Target{Time: at(25)}); !errors.Is(err, repo.ErrNoBackup) || !strings.Contains(err.Error(), "after the next backup") {
+		t.Errorf("named backup, time after the next one: %v", err)
+	}
+	// Minute 19.5: s2 finished (19:01) but its chain's records are stamped
+	// from minute 20 on; s1's chain saw 19.5 as it happened.
+	if m, p, err := Resolve(ctx, r, "", repo.Selector{}, Target{Time: at(19.5)}); err != nil || m.ID != s1.ID || p == nil || !p.ToTime.Equal(at(19.5)) {
+		t.Errorf("time between a snapshot and its first record: %v %+v %v, want s1's chain", m, p, err)
+	}
+	// Two days after the newest journal's end: restored, with a note.
+	m, p, err := Resolve(ctx, r, "", repo.Selector{}, Target{Time: at(48 * 60)})
+	if err != nil || m.ID != s2.ID || p == nil || !strings.Contains(p.Note, "last record was received at") {
+		t.Errorf("time after the journal's end: %v %+v %v", m, p, err)
+	}
+	// Within the journal: no note.
+	if _, p, err := Resolve(ctx, r, "", repo.Selector{}, Target{Time: at(25)}); err != nil || p == nil || p.Note != "" {
+		t.Errorf("time within the journal: %+v %v", p, err)
+	}
+}
