@@ -14,7 +14,8 @@ import (
 // and compacted past its journal cannot resume that chain; on restart it
 // says so (log and metric), takes a new full snapshot and journals from it.
 // Restore latest then holds everything, and history and verify read the new
-// journal.
+// journal. A copy to a second site carries both journals and restores the
+// same.
 func TestJournalCompactedStartsNewChain(t *testing.T) {
 	repo := t.TempDir()
 	c := startCluster(t, "3.6.16", newSpecs(t, "c", 1))
@@ -72,9 +73,19 @@ func TestJournalCompactedStartsNewChain(t *testing.T) {
 		t.Errorf("verify does not report the journal:\n%s", out)
 	}
 
+	// A second site: copy carries the journals; a re-run copies nothing.
+	second := t.TempDir()
+	out := mustCLI(t, nil, "copy", "all", "--repo", repo, "--to-repo", second).stdout
+	if strings.Count(out, " journal: ") != 2 {
+		t.Errorf("copy did not copy both journals:\n%s", out)
+	}
+	if out := mustCLI(t, nil, "copy", "all", "--repo", repo, "--to-repo", second).stdout; strings.Contains(out, " journal: ") || strings.Contains(out, " copied (") {
+		t.Errorf("a second copy copied again:\n%s", out)
+	}
+
 	c.killAll()
 	specs := newSpecs(t, "r", 1)
-	mustCLI(t, nil, "restore", "latest", "--repo", repo, "--data-dir", specs[0].DataDir, "--name", specs[0].Name,
+	mustCLI(t, nil, "restore", "latest", "--repo", second, "--data-dir", specs[0].DataDir, "--name", specs[0].Name,
 		"--initial-cluster", fmt.Sprintf("%s=%s", specs[0].Name, specs[0].PeerURL))
 	startCluster(t, "3.6.16", specs)
 	for _, p := range []string{"/first/", "/while-down/", "/after/"} {

@@ -40,7 +40,10 @@ unencrypted backups, or with --identity, the snapshot's checksums and etcd's
 hash are checked too. The destination manifest is written last and only if
 every check passed, so the destination never lists a half-copied backup.
 Backups already in the destination are skipped: 'copy all' is safe to re-run
-(it copies what is missing).`,
+(it copies what is missing). A backup's journal ('agent --continuous') is
+copied with it, segment by segment, each checked the same way; a re-run copies
+the segments added since, so a periodic 'copy all' keeps a second site able
+to restore to any point in time too.`,
 		Example: `  # second site: everything missing in the other bucket
   etcd-backup copy all --repo s3://backups-eu/etcd --to-repo 's3://backups-us/etcd?region=us-east-1'
   # move the newest backup to another cluster name in the same repository
@@ -131,10 +134,22 @@ func runCopy(ctx context.Context, g *Globals, o *copyOptions, ref string) error 
 		}
 		if res.Skipped {
 			fmt.Fprintf(g.stdout, "%s already in destination\n", m.ID)
-			continue
+		} else {
+			copied++
+			fmt.Fprintf(g.stdout, "%s copied (%d bytes; checked %s)\n", m.ID, m.StoredSize, res.Verified)
 		}
-		copied++
-		fmt.Fprintf(g.stdout, "%s copied (%d bytes; checked %s)\n", m.ID, m.StoredSize, res.Verified)
+		// Its journal: the segments the destination lacks (a chain grows,
+		// so a re-run copies what was added since).
+		jr, err := transfer.CopyJournal(ctx, src, dst, m, ids)
+		if err != nil {
+			return err
+		}
+		if jr.Copied > 0 {
+			fmt.Fprintf(g.stdout, "%s journal: %d segments copied (%d bytes), %d already in destination\n", m.ID, jr.Copied, jr.Bytes, jr.Skipped)
+		}
+		if jr.Break != nil {
+			g.log.Warn("the source journal breaks; copied up to the break", "id", m.ID, "error", jr.Break)
+		}
 	}
 	g.log.Info("copy done", "copied", copied, "skipped", len(todo)-copied, "to", dst.Backend().Location(), "cluster", dst.Cluster())
 	return nil

@@ -10,6 +10,7 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,6 +22,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
@@ -141,4 +143,80 @@ func (v *verifyingReader) abort(err error) {
 		<-v.decoded
 		v.tee = nil
 	}
+}
+
+// JournalResult tells what CopyJournal did.
+type JournalResult struct {
+	Copied, Skipped int   // segments
+	Bytes           int64 // stored bytes copied
+	// Break is where the source chain cannot be followed (a gap or a
+	// damaged segment): nothing after it was copied.
+	Break error
+}
+
+// CopyJournal copies the journal segments of backup m's chain that dst
+// lacks, oldest first, each payload checked against its manifest (and
+// decoded, when unencrypted or ids open it) before the destination manifest
+// is written. It stops at a break in the source chain; segments are small,
+// so each is held in memory while checked.
+func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, ids []age.Identity) (JournalResult, error) {
+	var res JournalResult
+	segs, err := src.Segments(ctx, m.ID)
+	if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+		return res, err
+	}
+	cov := journal.Check(m.Revision, segs)
+	res.Break = cov.Break
+	if res.Break == nil {
+		res.Break = err
+	}
+	have := map[int64]bool{}
+	starts, err := dst.SegmentStarts(ctx, m.ID)
+	if err != nil {
+		return res, fmt.Errorf("destination: %w", err)
+	}
+	for _, s := range starts {
+		have[s] = true
+	}
+	for _, s := range cov.Segments {
+		if have[s.Journal.Start] {
+			res.Skipped++
+			continue
+		}
+		rc, err := src.OpenSegmentPayload(ctx, s)
+		if err != nil {
+			return res, err
+		}
+		body, err := io.ReadAll(io.LimitReader(rc, s.StoredSize+1))
+		rc.Close()
+		if err != nil {
+			return res, fmt.Errorf("read journal segment %s: %w", s.ID, err)
+		}
+		sum := sha256.Sum256(body)
+		if int64(len(body)) != s.StoredSize || hex.EncodeToString(sum[:]) != s.StoredSHA256 {
+			return res, fmt.Errorf("%w: journal segment %s: source payload does not match its manifest", format.ErrIntegrity, s.ID)
+		}
+		if !s.Encrypted() || len(ids) > 0 {
+			d, err := format.NewDecoder(bytes.NewReader(body), s, ids)
+			if err == nil {
+				_, err = io.Copy(io.Discard, d)
+				d.Close()
+			}
+			if err != nil {
+				return res, fmt.Errorf("journal segment %s: %w", s.ID, err)
+			}
+		}
+		err = dst.PutSegmentPayload(ctx, m.ID, s.Payload, bytes.NewReader(body))
+		if err != nil && !errors.Is(err, storage.ErrExists) { // exists: an interrupted copy of the same bytes
+			return res, fmt.Errorf("copy journal segment %s: %w", s.ID, err)
+		}
+		cs := *s
+		cs.Cluster = dst.Cluster()
+		if err := dst.PutSegmentManifest(ctx, &cs); err != nil && !errors.Is(err, storage.ErrExists) {
+			return res, err
+		}
+		res.Copied++
+		res.Bytes += s.StoredSize
+	}
+	return res, nil
 }
