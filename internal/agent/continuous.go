@@ -25,6 +25,7 @@ type journalMetrics struct {
 	events         prometheus.Counter
 	restarts       *prometheus.CounterVec
 	active         prometheus.Gauge
+	progress       prometheus.Gauge
 }
 
 func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
@@ -49,6 +50,10 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 			Name: "etcd_backup_journal_restarts_total",
 			Help: "Journal chains ended by a problem: compacted (etcd compacted revisions the journal needed: a new full snapshot starts a new chain), chain_broken (the chain in the repository has a gap or damage: likewise), error (watch or upload failed: resumed from the last sealed revision).",
 		}, []string{"reason"}),
+		progress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcd_backup_journal_caught_up_timestamp_seconds",
+			Help: "Unix time when etcd last confirmed this agent's journal watch had received every change (about every --journal-flush while journaling, also when nothing changes).",
+		}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "etcd_backup_journal_active",
 			Help: "1 while this agent journals (with --leader-only: while its member is the leader).",
@@ -57,7 +62,7 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 	for _, r := range []string{restartCompacted, restartBroken, restartError} {
 		m.restarts.WithLabelValues(r)
 	}
-	reg.MustRegister(m.sealedRevision, m.sealedTime, m.segments, m.events, m.restarts, m.active)
+	reg.MustRegister(m.sealedRevision, m.sealedTime, m.segments, m.events, m.restarts, m.active, m.progress)
 	return m
 }
 
@@ -184,6 +189,9 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 			a.jm.sealedTime.Set(float64(m.Journal.LastTime.UnixNano()) / 1e9)
 		},
 		OnEvents: func(n int) { a.jm.events.Add(float64(n)) },
+		OnProgress: func(rev int64, at time.Time) {
+			a.jm.progress.Set(float64(at.UnixNano()) / 1e9)
+		},
 	}
 	a.jm.active.Set(1)
 	a.mu.Lock()

@@ -68,6 +68,10 @@ type Config struct {
 	OnSealed func(m *format.Manifest)
 	// OnEvents is told how many events were received.
 	OnEvents func(n int)
+	// OnProgress is told, about every Flush, that etcd confirmed the watch
+	// has sent every event up to rev: the journal is caught up, even when
+	// nothing changes (etcd's progress notification).
+	OnProgress func(rev int64, at time.Time)
 	// SealTimeout bounds the final seal after ctx is done (0: 10s).
 	SealTimeout time.Duration
 }
@@ -153,11 +157,14 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	// last revision received once the uploader takes the full segment.
 	var wch clientv3.WatchChan
 	stopWatch := func() {}
+	var wctx context.Context
 	openWatch := func(from int64) {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
 		stopWatch = cancel
 		wch = cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
 	}
+	var lastProgress time.Time
 	openWatch(cov.End + 1)
 	defer func() { stopWatch() }()
 	lctx := context.WithoutCancel(ctx) // lease lookups
@@ -236,6 +243,11 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 				openWatch(lastRev + 1)
 			}
 		case <-tick.C:
+			if cfg.OnProgress != nil && wch != nil && time.Since(lastProgress) >= cfg.Flush {
+				lastProgress = time.Now()
+				pctx, cancel := context.WithTimeout(wctx, cfg.Flush)
+				go func() { defer cancel(); cfg.Client.RequestProgress(pctx) }()
+			}
 			if cur.bytes >= cfg.MaxSegment && wch != nil {
 				// The uploader is still busy a tick later: etcd holds the
 				// events meanwhile.
@@ -262,6 +274,9 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 				return finish(cur, err, false)
 			}
 			if len(resp.Events) == 0 {
+				if resp.IsProgressNotify() && cfg.OnProgress != nil {
+					cfg.OnProgress(resp.Header.Revision, time.Now().UTC())
+				}
 				continue
 			}
 			now := time.Now().UTC()
