@@ -55,6 +55,10 @@ func TestJournalS3Encrypted(t *testing.T) {
 	want["/s3/leased"] = "x"
 	rev := currentRevision(t, cl)
 	waitSealed(t, []*agentProc{a}, rev, 30*time.Second)
+	idle := time.Now()
+	poll(t, 10*time.Second, "etcd to confirm the idle journal is caught up", func() bool {
+		return metric(a.metrics(t), "etcd_backup_journal_caught_up_timestamp_seconds") > float64(idle.UnixNano())/1e9
+	})
 	a.stop(t, 20*time.Second)
 
 	var segments []string
