@@ -61,8 +61,9 @@ Point in time: with a journal ('agent --continuous'), 'restore latest' replays
 the newest snapshot's journal to its end; --to-revision N or --to-time T stop
 earlier. Replay runs offline, in this process, on the downloaded snapshot: one
 transaction per revision, so keys keep their create/mod revisions and
-versions, and leases their IDs. It never talks to a cluster. Every member
-restores the same way and gets the same data. A gap in the journal is refused
+versions, and leases their IDs. It never talks to a cluster. Give every
+member the same --to-revision (pick it once: 'list --json' shows where each
+journal ends) so that all get the same data. A gap in the journal is refused
 with the revision it is unbroken to. --bump-revision and --mark-compacted apply
 on top.
 
