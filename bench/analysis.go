@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	"github.com/klauspost/compress/zstd"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -259,7 +261,7 @@ func streamOnly(ctx context.Context, lead *member) (sample, error) {
 	}
 	defer cli.Close()
 	pid := lead.cmd.Process.Pid
-	l0, c0, t0 := procCPU(pid), selfCPU(), time.Now()
+	l0, c0, t0 := benchkit.ProcCPU(pid), selfCPU(), time.Now()
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		return sample{}, err
@@ -268,7 +270,7 @@ func streamOnly(ctx context.Context, lead *member) (sample, error) {
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return sample{}, fmt.Errorf("stream snapshot: %w", err)
 	}
-	return sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: procCPU(pid) - l0}, nil
+	return sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: benchkit.ProcCPU(pid) - l0}, nil
 }
 
 // profileBackup runs internal/backup.Run (what `etcd-backup snapshot`
@@ -302,14 +304,14 @@ func (b *bench) profileBackup(ctx context.Context, cl *cluster, lead *member, di
 	}
 	runtime.GC()
 	pid := lead.cmd.Process.Pid
-	l0, c0, t0 := procCPU(pid), selfCPU(), time.Now()
+	l0, c0, t0 := benchkit.ProcCPU(pid), selfCPU(), time.Now()
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
 		return err
 	}
 	_, err = backup.Run(ctx, cli, r, backup.Options{Level: 1})
 	pprof.StopCPUProfile()
-	an.Profiled = sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: procCPU(pid) - l0}
+	an.Profiled = sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: benchkit.ProcCPU(pid) - l0}
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("backup.Run: %w", err)

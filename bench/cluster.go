@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -57,11 +59,11 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 func (c *cluster) start(ctx context.Context) error {
 	var initial []string
 	for i := range 3 {
-		cp, err := freePort()
+		cp, err := benchkit.FreePort()
 		if err != nil {
 			return err
 		}
-		pp, err := freePort()
+		pp, err := benchkit.FreePort()
 		if err != nil {
 			return err
 		}
@@ -97,7 +99,7 @@ func (c *cluster) start(ctx context.Context) error {
 			"--logger=zap",
 			"--log-level=warn",
 		)
-		cmd.Env = childEnv()
+		cmd.Env = benchkit.ChildEnv()
 		done, err := startDaemon(cmd, m.logPath)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", m.name, err)

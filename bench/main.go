@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	"filippo.io/age"
 	"github.com/dustin/go-humanize"
 )
@@ -128,7 +130,7 @@ type bench struct {
 	results    []*caseResult
 	errors     []string
 	started    time.Time
-	machine    machineInfo
+	machine    benchkit.Machine
 	rssFloor   int64 // peak RSS the harness reports for /bin/true
 }
 
@@ -167,9 +169,9 @@ func run(o options) (code int) {
 			return 1
 		}
 	}
-	b.machine.loadEnd = loadAvg()
+	b.machine.LoadEnd = benchkit.LoadAvg()
 	report := b.report(time.Since(b.started))
-	if err := writeFileAtomic(o.out, []byte(report)); err != nil {
+	if err := benchkit.WriteFileAtomic(o.out, []byte(report)); err != nil {
 		logf("write %s: %v", o.out, err)
 		return 1
 	}
@@ -182,7 +184,7 @@ func run(o options) (code int) {
 }
 
 func (b *bench) setup(ctx context.Context) error {
-	root, err := repoRoot()
+	root, err := benchkit.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -191,7 +193,7 @@ func (b *bench) setup(ctx context.Context) error {
 		"etcd": "etcd-" + etcdVersion, "etcdctl": "etcdctl-" + etcdVersion, "etcdutl": "etcdutl-" + etcdVersion,
 		"versitygw": "versitygw", "rclone": "rclone",
 	} {
-		p, err := findBin(root, file)
+		p, err := benchkit.FindBin(root, file)
 		if err != nil {
 			return err
 		}
@@ -229,9 +231,17 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.s3, err = startS3(ctx, b.bin["versitygw"], filepath.Join(b.tmp, "s3")); err != nil {
 		return err
 	}
-	b.machine = collectMachine(ctx, b)
+	b.machine = benchkit.CollectMachine(ctx, b.root)
+	b.machine.Versions = []string{
+		"etcd: " + benchkit.FirstLine(ctx, b.bin["etcd"], "--version"),
+		"etcdctl: " + benchkit.FirstLine(ctx, b.bin["etcdctl"], "version"),
+		"etcdutl: " + benchkit.FirstLine(ctx, b.bin["etcdutl"], "version"),
+		"rclone: " + benchkit.FirstLine(ctx, b.bin["rclone"], "version"),
+		"versitygw: " + strings.Join(strings.Fields(benchkit.FirstLine(ctx, b.bin["versitygw"], "--version")), " ") + " (installed as v1.8.0 by scripts/install-test-deps.sh)",
+		"etcd-backup: " + benchkit.FirstLine(ctx, b.bin["etcd-backup"], "version"),
+	}
 	if t, err := exec.LookPath("true"); err == nil {
-		if s, err := measure(ctx, time.Minute, childEnv(), t); err == nil {
+		if s, err := measure(ctx, time.Minute, benchkit.ChildEnv(), t); err == nil {
 			b.rssFloor = s.MaxRSS
 		}
 	}
@@ -393,11 +403,11 @@ func (b *bench) measureSnapshots(ctx context.Context, cl *cluster, cr *caseResul
 				return err
 			}
 			syscall.Sync() // start every command with no dirty pages of the previous one
-			cr.Loads = append(cr.Loads, loadAvg())
+			cr.Loads = append(cr.Loads, benchkit.LoadAvg())
 			pid := lead.cmd.Process.Pid
-			before := procCPU(pid)
+			before := benchkit.ProcCPU(pid)
 			s, err := b.snapshotVariant(ctx, cl, lead, cr, id, work, r)
-			s.LeaderCPU = procCPU(pid) - before
+			s.LeaderCPU = benchkit.ProcCPU(pid) - before
 			if err != nil {
 				if ctx.Err() != nil {
 					return err
@@ -414,7 +424,7 @@ func (b *bench) measureSnapshots(ctx context.Context, cl *cluster, cr *caseResul
 }
 
 func (b *bench) etcdctlSave(ctx context.Context, lead *member, file string, size int64) (sample, error) {
-	return measure(ctx, snapTimeout(size), childEnv(), b.bin["etcdctl"],
+	return measure(ctx, snapTimeout(size), benchkit.ChildEnv(), b.bin["etcdctl"],
 		"--endpoints="+lead.clientURL, "--dial-timeout=10s", "snapshot", "save", file)
 }
 
@@ -441,7 +451,7 @@ func (b *bench) snapshotVariant(ctx context.Context, cl *cluster, lead *member, 
 		if err != nil {
 			return s, err
 		}
-		s2, err := measure(ctx, snapTimeout(size), childEnv(), b.bin["rclone"],
+		s2, err := measure(ctx, snapTimeout(size), benchkit.ChildEnv(), b.bin["rclone"],
 			"--config", b.rcloneConf, "-q", "copyto", file, "local:"+filepath.Join(work, "remote", "snap.db"))
 		return s.then(s2), err
 	case "c", "e", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9":
@@ -450,14 +460,14 @@ func (b *bench) snapshotVariant(ctx context.Context, cl *cluster, lead *member, 
 		if id == "e" {
 			extra = []string{"--encrypt-to", b.recipient}
 		}
-		s, err := measure(ctx, snapTimeout(size), childEnv(), b.backupBin(id), b.backupArgs(cl, "file://"+repo, extra...)...)
+		s, err := measure(ctx, snapTimeout(size), benchkit.ChildEnv(), b.backupBin(id), b.backupArgs(cl, "file://"+repo, extra...)...)
 		if err == nil {
 			_, cr.StoredSize[id] = dirSize(repo)
 		}
 		return s, err
 	case "d":
 		prefix := fmt.Sprintf("%s-%d-run%d", cr.Profile, cr.Target>>20, r)
-		s, err := measure(ctx, snapTimeout(size), childEnv(b.s3.env()...), b.bin["etcd-backup"], b.backupArgs(cl, b.s3.url(prefix))...)
+		s, err := measure(ctx, snapTimeout(size), benchkit.ChildEnv(b.s3.env()...), b.bin["etcd-backup"], b.backupArgs(cl, b.s3.url(prefix))...)
 		if err == nil {
 			if _, largest, lerr := b.s3.prefixSize(ctx, prefix); lerr == nil {
 				cr.StoredSize[id] = largest
@@ -487,7 +497,7 @@ func (b *bench) makeReference(ctx context.Context, cl *cluster, cr *caseResult, 
 	if fi, err := os.Stat(filepath.Join(ref, "snap.db")); err == nil {
 		cr.RawSize = fi.Size()
 	}
-	_, err = measure(ctx, snapTimeout(cr.DBSize), childEnv(), b.bin["etcd-backup"], b.backupArgs(cl, "file://"+filepath.Join(ref, "repo"))...)
+	_, err = measure(ctx, snapTimeout(cr.DBSize), benchkit.ChildEnv(), b.bin["etcd-backup"], b.backupArgs(cl, "file://"+filepath.Join(ref, "repo"))...)
 	return err
 }
 
@@ -521,11 +531,11 @@ func (b *bench) measureRestores(ctx context.Context, cr *caseResult, ref string)
 				dataDir := filepath.Join(out, name+".etcd")
 				var s sample
 				if id == "etcdutl" {
-					s, err = measure(ctx, timeout, childEnv(), b.bin["etcdutl"], "snapshot", "restore", filepath.Join(ref, "snap.db"),
+					s, err = measure(ctx, timeout, benchkit.ChildEnv(), b.bin["etcdutl"], "snapshot", "restore", filepath.Join(ref, "snap.db"),
 						"--data-dir", dataDir, "--name", name, "--initial-cluster", restoreCluster,
 						"--initial-advertise-peer-urls", fmt.Sprintf("http://10.0.0.%d:2380", i))
 				} else {
-					s, err = measure(ctx, timeout, childEnv(), b.backupBin(id), "restore", "latest",
+					s, err = measure(ctx, timeout, benchkit.ChildEnv(), b.backupBin(id), "restore", "latest",
 						"--repo", "file://"+filepath.Join(ref, "repo"), "--quiet",
 						"--data-dir", dataDir, "--name", name, "--initial-cluster", restoreCluster)
 				}
@@ -544,24 +554,4 @@ func (b *bench) measureRestores(ctx context.Context, cr *caseResult, ref string)
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-*.md")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

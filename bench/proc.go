@@ -1,25 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 )
-
-const modulePath = "github.com/etcd-backup/etcd-backup"
 
 // sample is one measured run of one or more child processes.
 type sample struct {
@@ -112,28 +105,6 @@ func measure(ctx context.Context, timeout time.Duration, env []string, bin strin
 	return s, nil
 }
 
-// procCPU returns the user+sys CPU time a running process used so far.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line, in clock ticks (100 Hz on Linux).
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
 // procs tracks long-running child processes (etcd members, versitygw) so
 // that they are killed on exit, also after an error or an interrupt.
 var procs = struct {
@@ -206,83 +177,6 @@ func logTail(path string) string {
 	return "\n" + path + ":\n" + string(b)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// repoRoot is the nearest directory at or above the working directory
-// holding this module's go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) == 2 && f[0] == "module" && strings.Trim(f[1], `"`) == modulePath {
-					return dir, nil
-				}
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the etcd-backup repository (module " + modulePath + ")")
-		}
-		dir = parent
-	}
-}
-
-// findBin looks name up like the test suite does: in $ETCD_BACKUP_TEST_BIN,
-// <repo>/.cache/test-bin, then $PATH.
-func findBin(root, name string) (string, error) {
-	var dirs []string
-	if v := os.Getenv("ETCD_BACKUP_TEST_BIN"); v != "" {
-		dirs = append(dirs, filepath.SplitList(v)...)
-	}
-	dirs = append(dirs, filepath.Join(root, ".cache", "test-bin"))
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return filepath.Abs(p)
-	}
-	return "", fmt.Errorf("%s not found in %s or $PATH: run scripts/install-test-deps.sh (make bench does)", name, strings.Join(dirs, ", "))
-}
-
-// childEnv is the environment of measured commands: ours, without the
-// variables that would change what they do (their own configuration, Go
-// runtime tuning, cloud credentials), plus extra.
-func childEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(k, "ETCD_BACKUP_"), strings.HasPrefix(k, "ETCDCTL_"), strings.HasPrefix(k, "ETCDUTL_"),
-			strings.HasPrefix(k, "ETCD_"), strings.HasPrefix(k, "AWS_"), strings.HasPrefix(k, "RCLONE_"),
-			strings.HasPrefix(k, "VGW_"), strings.HasPrefix(k, "ROOT_"),
-			k == "GOGC", k == "GOMEMLIMIT", k == "GODEBUG", k == "GOMAXPROCS":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
 // dirSize returns the total size of the regular files under dir and the
 // size of the largest one.
 func dirSize(dir string) (total, largest int64) {
@@ -294,18 +188,4 @@ func dirSize(dir string) (total, largest int64) {
 		return nil
 	})
 	return total, largest
-}
-
-// loadAvg returns the 1-minute load average.
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
 }

@@ -1,101 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	"github.com/dustin/go-humanize"
 )
 
-type machineInfo struct {
-	date               time.Time
-	cpus               int
-	cpuModel           string
-	memTotal           string
-	kernel             string
-	goVersion          string
-	versions           []string
-	commit             string
-	loadStart, loadEnd float64
-}
-
-func firstLine(ctx context.Context, bin string, args ...string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv()
-	out, err := cmd.Output()
-	if err != nil && len(out) == 0 {
-		return "unknown (" + err.Error() + ")"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(line)
-}
-
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
-}
-
-func collectMachine(ctx context.Context, b *bench) machineInfo {
-	m := machineInfo{
-		date:      time.Now().UTC(),
-		cpus:      runtime.NumCPU(),
-		cpuModel:  procField("/proc/cpuinfo", "model name"),
-		memTotal:  procField("/proc/meminfo", "MemTotal"),
-		goVersion: runtime.Version(),
-		loadStart: loadAvg(),
-	}
-	if k, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = strings.TrimSpace(string(k))
-	}
-	m.versions = []string{
-		"etcd: " + firstLine(ctx, b.bin["etcd"], "--version"),
-		"etcdctl: " + firstLine(ctx, b.bin["etcdctl"], "version"),
-		"etcdutl: " + firstLine(ctx, b.bin["etcdutl"], "version"),
-		"rclone: " + firstLine(ctx, b.bin["rclone"], "version"),
-		"versitygw: " + strings.Join(strings.Fields(firstLine(ctx, b.bin["versitygw"], "--version")), " ") + " (installed as v1.8.0 by scripts/install-test-deps.sh)",
-		"etcd-backup: " + firstLine(ctx, b.bin["etcd-backup"], "version"),
-	}
-	git := exec.CommandContext(ctx, "git", "-C", b.root, "describe", "--always", "--dirty")
-	if out, err := git.Output(); err == nil {
-		m.commit = strings.TrimSpace(string(out))
-	}
-	return m
-}
-
 // ---------------------------------------------------------------- statistics
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
 
 func minMax(v []float64) (lo, hi float64) {
 	for i, x := range v {
@@ -129,18 +46,18 @@ func cellSpread(ss []sample, f func(sample) float64, prec int) string {
 	}
 	v := pick(ss, f)
 	lo, hi := minMax(v)
-	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, median(v), prec, lo, prec, hi)
+	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, benchkit.Median(v), prec, lo, prec, hi)
 }
 
 func ratio(ss, base []sample) (float64, bool) {
 	if len(ss) == 0 || len(base) == 0 {
 		return 0, false
 	}
-	b := median(pick(base, wallOf))
+	b := benchkit.Median(pick(base, wallOf))
 	if b == 0 {
 		return 0, false
 	}
-	return median(pick(ss, wallOf)) / b, true
+	return benchkit.Median(pick(ss, wallOf)) / b, true
 }
 
 func ratioCell(ss, base []sample) string {
@@ -154,15 +71,6 @@ func ratioCell(ss, base []sample) string {
 func maxRSS(ss []sample) float64 {
 	_, hi := minMax(pick(ss, rssOf))
 	return hi
-}
-
-// memGiB turns /proc/meminfo's "24684084 kB" into "23.5 GiB".
-func memGiB(s string) string {
-	var kb float64
-	if _, err := fmt.Sscanf(s, "%f kB", &kb); err != nil {
-		return s
-	}
-	return fmt.Sprintf("%.1f GiB", kb/(1<<20))
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -185,23 +93,9 @@ func (b *bench) report(total time.Duration) string {
 	p("Do not edit by hand: re-run it. Source: [bench/](bench/).\n\n")
 
 	p("## Machine\n\n")
-	p("| | |\n|---|---|\n")
-	p("| date | %s |\n", m.date.Format("2006-01-02 15:04 UTC"))
-	p("| CPUs (nproc) | %d |\n", m.cpus)
-	p("| CPU model | %s |\n", m.cpuModel)
-	p("| memory | %s |\n", memGiB(m.memTotal))
-	p("| kernel | %s |\n", m.kernel)
-	p("| Go | %s |\n", m.goVersion)
-	for _, v := range m.versions {
-		k, val, _ := strings.Cut(v, ": ")
-		p("| %s | %s |\n", k, val)
-	}
-	if m.commit != "" {
-		p("| repository | %s |\n", m.commit)
-	}
-	p("| load average (1 min) | %.2f at start, %.2f at end |\n", m.loadStart, m.loadEnd)
+	p("%s", m.Rows())
 	p("| total benchmark time | %s |\n\n", total.Round(time.Second))
-	p("The machine is small (%d CPUs) and shared: other engineers ran test suites on it during the benchmark, so absolute times are noisy. ", m.cpus)
+	p("The machine is small (%d CPUs) and shared: other engineers ran test suites on it during the benchmark, so absolute times are noisy. ", m.CPUs)
 	p("Every command of a size/profile is measured side by side in the same run, in an order rotated between runs, so **ratios of medians are what matter**; min–max shows the noise.\n\n")
 
 	b.writeSummary(p)
@@ -307,7 +201,7 @@ func (b *bench) writeSnapshotTables(p printer) {
 		p("\n")
 	}
 	p("\n## Snapshot: CPU time\n\n")
-	p("Seconds of user+sys CPU, medians: the client command(s) from rusage / the etcd leader meanwhile (from /proc/<pid>/stat). On %d CPUs, client and leader compete.\n\n", b.machine.cpus)
+	p("Seconds of user+sys CPU, medians: the client command(s) from rusage / the etcd leader meanwhile (from /proc/<pid>/stat). On %d CPUs, client and leader compete.\n\n", b.machine.CPUs)
 	p("%s\n%s\n", header, sep)
 	for _, cr := range b.results {
 		p("| %s |", b.caseName(cr))
@@ -317,7 +211,7 @@ func (b *bench) writeSnapshotTables(p printer) {
 				p(" failed |")
 				continue
 			}
-			p(" %.2f / %.2f |", median(pick(ss, cpuOf)), median(pick(ss, leaderCPUOf)))
+			p(" %.2f / %.2f |", benchkit.Median(pick(ss, cpuOf)), benchkit.Median(pick(ss, leaderCPUOf)))
 		}
 		p("\n")
 	}
@@ -373,7 +267,7 @@ func (b *bench) writeRestore(p printer) {
 				p(" failed |")
 				continue
 			}
-			p(" %.0f |", median(pick(ss, rssOf)))
+			p(" %.0f |", benchkit.Median(pick(ss, rssOf)))
 		}
 		p("\n")
 	}
@@ -393,10 +287,10 @@ func (b *bench) writeWhereTimeGoes(p printer) {
 		}
 		raw := float64(an.RawSize) / (1 << 20)
 		p("### %s, %s (raw snapshot %.0f MiB)\n\n", cr.Profile, sizeName(cr.Target), raw)
-		so := median(pick(an.StreamOnly, wallOf))
+		so := benchkit.Median(pick(an.StreamOnly, wallOf))
 		p("| what | wall, s | MiB/s | client CPU, s | etcd leader CPU, s |\n|---|---|---|---|---|\n")
 		p("| stream only → io.Discard (in-process) | %.2f | %.0f | %.2f | %.2f |\n", so, raw/so,
-			median(pick(an.StreamOnly, cpuOf)), median(pick(an.StreamOnly, leaderCPUOf)))
+			benchkit.Median(pick(an.StreamOnly, cpuOf)), benchkit.Median(pick(an.StreamOnly, leaderCPUOf)))
 		for _, id := range []string{"a", "c"} {
 			ss := cr.Snap[id]
 			if len(ss) == 0 {
@@ -406,8 +300,8 @@ func (b *bench) writeWhereTimeGoes(p printer) {
 			if id == "c" {
 				label = snapVariants[2].label
 			}
-			wl := median(pick(ss, wallOf))
-			p("| %s (binary, median) | %.2f | %.0f | %.2f | %.2f |\n", label, wl, raw/wl, median(pick(ss, cpuOf)), median(pick(ss, leaderCPUOf)))
+			wl := benchkit.Median(pick(ss, wallOf))
+			p("| %s (binary, median) | %.2f | %.0f | %.2f | %.2f |\n", label, wl, raw/wl, benchkit.Median(pick(ss, cpuOf)), benchkit.Median(pick(ss, leaderCPUOf)))
 		}
 		if an.Profiled.Wall > 0 {
 			wl := an.Profiled.Wall.Seconds()
@@ -450,7 +344,7 @@ func (b *bench) writeWhereTimeGoes(p printer) {
 			}
 			p("| total | %.2f | %.2f |\n", tw, tc)
 			if u := cr.Restore["etcdutl"]; len(u) > 0 {
-				p("\nFor comparison, `etcdutl snapshot restore` takes %.2f s per member (median of the runs above divided by 3); it does the last step only.\n", median(pick(u, wallOf))/3)
+				p("\nFor comparison, `etcdutl snapshot restore` takes %.2f s per member (median of the runs above divided by 3); it does the last step only.\n", benchkit.Median(pick(u, wallOf))/3)
 			}
 			p("\n")
 		}
@@ -470,11 +364,11 @@ func (b *bench) writeReading(p printer, cr *caseResult) {
 			enc = st
 		}
 	}
-	n := float64(b.machine.cpus)
-	so := median(pick(an.StreamOnly, wallOf))
-	aw, cw := median(pick(a, wallOf)), median(pick(c, wallOf))
-	acpu, ccpu := median(pick(a, cpuOf)), median(pick(c, cpuOf))
-	alead, clead := median(pick(a, leaderCPUOf)), median(pick(c, leaderCPUOf))
+	n := float64(b.machine.CPUs)
+	so := benchkit.Median(pick(an.StreamOnly, wallOf))
+	aw, cw := benchkit.Median(pick(a, wallOf)), benchkit.Median(pick(c, wallOf))
+	acpu, ccpu := benchkit.Median(pick(a, cpuOf)), benchkit.Median(pick(c, cpuOf))
+	alead, clead := benchkit.Median(pick(a, leaderCPUOf)), benchkit.Median(pick(c, leaderCPUOf))
 	p("Reading: streaming alone takes %.2f s, etcdctl %.2f s, etcd-backup %.2f s (×%.2f). ", so, aw, cw, cw/aw)
 	p("etcd-backup's process uses %.2f s of CPU where etcdctl uses %.2f s; its encoder alone accounts for %.2f s. ", ccpu, acpu, enc.CPU.Seconds())
 	p("With the leader's CPU (%.2f s) on %.0f CPUs, (leader + client CPU) / CPUs bounds the wall time from below: %.2f s for etcdctl, %.2f s for etcd-backup. ",
@@ -494,14 +388,14 @@ func (b *bench) writeMethod(p printer) {
 	p("- Wall time is from start to exit of the child process; peak RSS is `ru_maxrss` of the child (`cmd.ProcessState.SysUsage()`); CPU is its user+sys time. ")
 	p("Each command is started by a small helper process ([bench/spawner](bench/spawner/main.go), standard library only), not by the benchmark itself: Go starts children with vfork, and Linux carries the starting process's RSS high-water mark into the child's `ru_maxrss` at exec, so a child of the (large) benchmark process would report the benchmark's peak, not its own. ")
 	p("With the helper, the smallest RSS a command can report is the helper's: %.1f MiB (`/bin/true`).\n", float64(b.rssFloor)/(1<<20))
-	p("- Everything stays in the page cache (the machine has %s of memory), so reads of the etcd database come from memory, and writes are bounded by the fsyncs.\n", memGiB(b.machine.memTotal))
+	p("- Everything stays in the page cache (the machine has %s of memory), so reads of the etcd database come from memory, and writes are bounded by the fsyncs.\n", benchkit.MemGiB(b.machine.MemTotal))
 	var loads []float64
 	for _, cr := range b.results {
 		loads = append(loads, cr.Loads...)
 	}
 	if len(loads) > 0 {
 		lo, hi := minMax(loads)
-		p("- 1-minute load average before each snapshot command: median %.2f, range %.2f–%.2f (this benchmark itself accounts for about 1–2).\n", median(loads), lo, hi)
+		p("- 1-minute load average before each snapshot command: median %.2f, range %.2f–%.2f (this benchmark itself accounts for about 1–2).\n", benchkit.Median(loads), lo, hi)
 	}
 	p("\n")
 }

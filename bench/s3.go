@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -45,7 +47,7 @@ func startS3(ctx context.Context, bin, dir string) (*s3Server, error) {
 	}
 	var lastErr error
 	for range 3 {
-		port, err := freePort()
+		port, err := benchkit.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +75,7 @@ func (s *s3Server) start(ctx context.Context, bin, data string) error {
 		"--region", s.region,
 		"--quiet",
 		"posix", data)
-	cmd.Env = childEnv()
+	cmd.Env = benchkit.ChildEnv()
 	done, err := startDaemon(cmd, filepath.Join(s.dir, "versitygw.log"))
 	if err != nil {
 		return err

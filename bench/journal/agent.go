@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
 )
 
 // agent is one `etcd-backup agent --continuous` process.
@@ -29,7 +31,7 @@ func startAgent(ctx context.Context, pg *procGroup, bin, name, logDir, repo stri
 	var err error
 	for range 3 { // a lost port race: another port
 		var port int
-		if port, err = freePort(); err != nil {
+		if port, err = benchkit.FreePort(); err != nil {
 			return nil, err
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -188,7 +190,7 @@ func listNewest(ctx context.Context, bin, repo string) (*journalInfo, error) {
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(lctx, bin, "list", "--repo", repo, "--json")
-	cmd.Env = childEnv()
+	cmd.Env = benchkit.ChildEnv()
 	out, err := cmd.Output()
 	if err != nil {
 		msg := ""

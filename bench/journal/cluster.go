@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -34,11 +36,11 @@ type cluster struct {
 func newMembers(dir, prefix string, n int) ([]*member, error) {
 	var ms []*member
 	for i := range n {
-		cp, err := freePort()
+		cp, err := benchkit.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		pp, err := freePort()
+		pp, err := benchkit.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
 )
 
 const etcdVersion = "3.6.16"
@@ -171,7 +173,7 @@ type bench struct {
 	etcd    string // etcd binary
 	eb      string // etcd-backup binary, built from the working tree
 	rng     *rand.Rand
-	machine machineInfo
+	machine benchkit.Machine
 	started time.Time
 
 	rpo     []*rpoRun
@@ -231,7 +233,7 @@ func run(o options) int {
 			b.fail(st.name, err)
 		}
 	}
-	b.machine.loadEnd = loadAvg()
+	b.machine.LoadEnd = benchkit.LoadAvg()
 	section := b.report(time.Since(b.started))
 	if err := writeSection(o.out, section); err != nil {
 		logf("write %s: %v", o.out, err)
@@ -252,12 +254,12 @@ func (b *bench) fail(what string, err error) {
 }
 
 func (b *bench) setup(ctx context.Context) error {
-	root, err := repoRoot()
+	root, err := benchkit.RepoRoot()
 	if err != nil {
 		return err
 	}
 	b.root = root
-	if b.etcd, err = findBin(root, "etcd-"+etcdVersion); err != nil {
+	if b.etcd, err = benchkit.FindBin(root, "etcd-"+etcdVersion); err != nil {
 		return err
 	}
 	if b.tmp, err = os.MkdirTemp("", "etcd-backup-bench-journal-"); err != nil {
@@ -284,7 +286,11 @@ func (b *bench) setup(ctx context.Context) error {
 			return fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 		}
 	}
-	b.machine = collectMachine(ctx, b)
+	b.machine = benchkit.CollectMachine(ctx, b.root)
+	b.machine.Versions = []string{
+		"etcd: " + benchkit.FirstLine(ctx, b.etcd, "--version"),
+		"etcd-backup: " + benchkit.FirstLine(ctx, b.eb, "version"),
+	}
 	return nil
 }
 

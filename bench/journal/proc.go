@@ -4,25 +4,22 @@ package main
 // cannot be imported).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-)
 
-const modulePath = "github.com/etcd-backup/etcd-backup"
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+)
 
 // daemon is a long-running child: an etcd member or an agent.
 type daemon struct {
@@ -71,7 +68,7 @@ func startDaemon(pg *procGroup, name, logPath, bin string, args ...string) (*dae
 	}
 	defer lf.Close() // the child has its own copy
 	cmd := exec.Command(bin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = benchkit.ChildEnv()
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if pg != nil {
@@ -152,32 +149,10 @@ func logTail(path string, n int) string {
 	return "\n" + path + " (end):\n  " + strings.Join(lines, "\n  ")
 }
 
-// procCPU returns the user+sys CPU time a running process used so far.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line, in clock ticks (100 Hz on Linux).
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
 // procStatusKiB returns a "kB" field of /proc/<pid>/status (VmHWM, VmRSS)
 // in bytes, or -1.
 func procStatusKiB(pid int, key string) int64 {
-	v := procField(fmt.Sprintf("/proc/%d/status", pid), key)
+	v := benchkit.ProcField(fmt.Sprintf("/proc/%d/status", pid), key)
 	var kb int64
 	if _, err := fmt.Sscanf(v, "%d kB", &kb); err != nil {
 		return -1
@@ -189,98 +164,6 @@ func procStatusKiB(pid int, key string) int64 {
 // later VmHWM is the peak of what came after (Linux's clear_refs "5").
 func resetHWM(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
-}
-
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// repoRoot is the nearest directory at or above the working directory
-// holding this module's go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				if len(f) == 2 && f[0] == "module" && strings.Trim(f[1], `"`) == modulePath {
-					return dir, nil
-				}
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the etcd-backup repository (module " + modulePath + ")")
-		}
-		dir = parent
-	}
-}
-
-// findBin looks name up like the test suite does: in $ETCD_BACKUP_TEST_BIN,
-// <repo>/.cache/test-bin, then $PATH.
-func findBin(root, name string) (string, error) {
-	var dirs []string
-	if v := os.Getenv("ETCD_BACKUP_TEST_BIN"); v != "" {
-		dirs = append(dirs, filepath.SplitList(v)...)
-	}
-	dirs = append(dirs, filepath.Join(root, ".cache", "test-bin"))
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return filepath.Abs(p)
-	}
-	return "", fmt.Errorf("%s not found in %s or $PATH: run scripts/install-test-deps.sh", name, strings.Join(dirs, ", "))
-}
-
-// childEnv is the environment of children: ours, without the variables
-// that would change what they do (their own configuration, Go runtime
-// tuning, cloud credentials).
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case strings.HasPrefix(k, "ETCD_BACKUP_"), strings.HasPrefix(k, "ETCDCTL_"), strings.HasPrefix(k, "ETCDUTL_"),
-			strings.HasPrefix(k, "ETCD_"), strings.HasPrefix(k, "AWS_"), strings.HasPrefix(k, "RCLONE_"),
-			k == "GOGC", k == "GOMEMLIMIT", k == "GODEBUG", k == "GOMAXPROCS", k == "NOTIFY_SOCKET", k == "WATCHDOG_USEC":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // sample is one measured run of a command.
@@ -313,7 +196,7 @@ func measure(ctx context.Context, timeout time.Duration, bin string, args ...str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, spawnerBin, append([]string{bin}, args...)...)
-	cmd.Env = append(childEnv(), spawnEnv+"="+resFile)
+	cmd.Env = append(benchkit.ChildEnv(), spawnEnv+"="+resFile)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -343,18 +226,4 @@ func tailString(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// loadAvg returns the 1-minute load average.
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
 }

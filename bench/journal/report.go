@@ -1,15 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
 )
 
 // The markers around the journal section of BENCHMARKS.md; ../report.go
@@ -19,66 +17,6 @@ const (
 	endMarker   = "<!-- journal:end -->"
 )
 
-type machineInfo struct {
-	date               time.Time
-	cpus               int
-	cpuModel           string
-	memTotal           string
-	kernel             string
-	goVersion          string
-	etcdVersion        string
-	backupVersion      string
-	commit             string
-	loadStart, loadEnd float64
-}
-
-func firstLine(ctx context.Context, bin string, args ...string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv()
-	out, err := cmd.Output()
-	if err != nil && len(out) == 0 {
-		return "unknown (" + err.Error() + ")"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(line)
-}
-
-func collectMachine(ctx context.Context, b *bench) machineInfo {
-	m := machineInfo{
-		date:      time.Now().UTC(),
-		cpus:      runtime.NumCPU(),
-		cpuModel:  procField("/proc/cpuinfo", "model name"),
-		memTotal:  procField("/proc/meminfo", "MemTotal"),
-		goVersion: runtime.Version(),
-		loadStart: loadAvg(),
-	}
-	if k, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = strings.TrimSpace(string(k))
-	}
-	m.etcdVersion = firstLine(ctx, b.etcd, "--version")
-	m.backupVersion = firstLine(ctx, b.eb, "version")
-	git := exec.CommandContext(ctx, "git", "-C", b.root, "describe", "--always", "--dirty")
-	if out, err := git.Output(); err == nil {
-		m.commit = strings.TrimSpace(string(out))
-	}
-	return m
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 func mibOf(n int64) string {
 	if n < 0 {
 		return "–"
@@ -87,14 +25,6 @@ func mibOf(n int64) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
-
-func memGiB(s string) string {
-	var kb float64
-	if _, err := fmt.Sscanf(s, "%f kB", &kb); err != nil {
-		return s
-	}
-	return fmt.Sprintf("%.1f GiB", kb/(1<<20))
-}
 
 func verdict(ok bool) string {
 	if ok {
@@ -120,22 +50,11 @@ func (b *bench) report(total time.Duration) string {
 	p("; `-quick` is a sanity run of about a minute. ")
 	p("It rewrites only this section, between the `journal:begin`/`journal:end` markers; `go run ./bench` keeps it. Source: [bench/journal/](bench/journal/).\n\n")
 
-	p("### Machine\n\n| | |\n|---|---|\n")
-	p("| date | %s |\n", m.date.Format("2006-01-02 15:04 UTC"))
-	p("| CPUs (nproc) | %d |\n", m.cpus)
-	p("| CPU model | %s |\n", m.cpuModel)
-	p("| memory | %s |\n", memGiB(m.memTotal))
-	p("| kernel | %s |\n", m.kernel)
-	p("| Go | %s |\n", m.goVersion)
-	p("| etcd | %s |\n", m.etcdVersion)
-	p("| etcd-backup | %s |\n", m.backupVersion)
-	if m.commit != "" {
-		p("| repository | %s |\n", m.commit)
-	}
-	p("| load average (1 min) | %.2f at start, %.2f at end |\n", m.loadStart, m.loadEnd)
+	p("### Machine\n\n")
+	p("%s", m.Rows())
 	p("| seed (kill times) | %d |\n", b.opt.seed)
 	p("| total time | %s |\n\n", total.Round(time.Second))
-	p("The machine is small and shared (other engineers' test suites ran meanwhile), and the 3 etcd members, the agent(s) and the load generator all share its %d CPUs: absolute figures are noisy and pessimistic.\n\n", m.cpus)
+	p("The machine is small and shared (other engineers' test suites ran meanwhile), and the 3 etcd members, the agent(s) and the load generator all share its %d CPUs: absolute figures are noisy and pessimistic.\n\n", m.CPUs)
 
 	b.writeSummary(p)
 	b.writeRPO(p)
@@ -175,7 +94,7 @@ func (b *bench) latencyMedians() (without, with float64, ok bool) {
 	if len(a) == 0 || len(n) == 0 {
 		return 0, 0, false
 	}
-	return median(n), median(a), true
+	return benchkit.Median(n), benchkit.Median(a), true
 }
 
 func (b *bench) writeSummary(p printer) {
@@ -183,7 +102,7 @@ func (b *bench) writeSummary(p printer) {
 	if rpo, missing := b.rpoFigures(); len(rpo) > 0 {
 		_, maxR := slices.Min(rpo), slices.Max(rpo)
 		p("| RPO after SIGKILL of every member and agent at %.0f txn/s (%d runs) | median %.2f s, max %.2f s; missing acknowledged writes median %.0f, max %.0f | ≤ 1 s of writes (≤ ~%.0f): %s |\n",
-			b.opt.rpoRate, len(rpo), median(rpo), maxR, median(missing), slices.Max(missing), b.opt.rpoRate, verdict(maxR <= 1.0))
+			b.opt.rpoRate, len(rpo), benchkit.Median(rpo), maxR, benchkit.Median(missing), slices.Max(missing), b.opt.rpoRate, verdict(maxR <= 1.0))
 	}
 	for _, t := range b.opt.rates {
 		var ach, cpu []float64
@@ -201,7 +120,7 @@ func (b *bench) writeSummary(p printer) {
 			continue
 		}
 		p("| leader's agent at %.0f txn/s target (%.0f achieved, median of %d) | %.3f CPU-s/s (median), peak RSS %s MiB during the load (%s MiB over its life; max), sealed-revision lag %d after 2 s (max) | keeps up: %s |\n",
-			t, median(ach), n, median(cpu), mibOf(hwm), mibOf(life), lag, verdict(lag == 0))
+			t, benchkit.Median(ach), n, benchkit.Median(cpu), mibOf(hwm), mibOf(life), lag, verdict(lag == 0))
 	}
 	if n, a, ok := b.latencyMedians(); ok {
 		p("| etcd put p99 at %.0f txn/s, without / with the agent (medians) | %.2f ms / %.2f ms (×%.2f) | – |\n", b.opt.rpoRate, n/1e6, a/1e6, a/n)
@@ -217,7 +136,7 @@ func (b *bench) writeSummary(p printer) {
 			}
 		}
 		p("| replay of %d journal events (restore latest) | %.0f events/s; restore %.2f s vs %.2f s with --no-journal (medians) | – |\n",
-			rr.JournalEnd-rr.SnapshotRev, median(rates), median(lw), median(nw))
+			rr.JournalEnd-rr.SnapshotRev, benchkit.Median(rates), benchkit.Median(lw), benchkit.Median(nw))
 	}
 	p("\n")
 }
@@ -245,7 +164,7 @@ func (b *bench) writeRPO(p printer) {
 		lag = append(lag, float64(r.LastAckRev-r.JournalEnd))
 	}
 	p("\nRPO: median **%.3f s**, max **%.3f s**. Missing acknowledged writes: median %.0f, max %.0f. Last acked revision − journal end: median %.0f, max %.0f revisions.\n\n",
-		median(rpo), slices.Max(rpo), median(missing), slices.Max(missing), median(lag), slices.Max(lag))
+		benchkit.Median(rpo), slices.Max(rpo), benchkit.Median(missing), slices.Max(missing), benchkit.Median(lag), slices.Max(lag))
 }
 
 func (b *bench) writeCost(p printer) {
@@ -253,7 +172,7 @@ func (b *bench) writeCost(p printer) {
 	p("One agent (`--continuous --journal-flush 1s --interval 1h`, `--endpoints` = the leader only), started and caught up with the cluster before the load; then %v of puts at the target rate; %d run(s) per rate, the order of the rates alternating. ", b.opt.duration, b.opt.costRuns)
 	p("CPU = user+sys of the agent (`/proc/<pid>/stat`) over the load, per second; the etcd leader's likewise. ")
 	p("Peak RSS *during the load* = `VmHWM` after resetting it (`/proc/<pid>/clear_refs` 5) just before the load, read 2 s after it; *life* = the larger of that and the `VmHWM` before the reset (start-up, the first full snapshot, the catch-up). ")
-	p("Lag = last acknowledged revision − `etcd_backup_journal_sealed_revision` 2 s after the load (0: kept up). The achieved rate is what the machine sustained: 3 etcd members, the agent and the load generator share %d CPUs.\n\n", b.machine.cpus)
+	p("Lag = last acknowledged revision − `etcd_backup_journal_sealed_revision` 2 s after the load (0: kept up). The achieved rate is what the machine sustained: 3 etcd members, the agent and the load generator share %d CPUs.\n\n", b.machine.CPUs)
 	if len(b.cost) == 0 {
 		p("No run completed (see failed measurements).\n\n")
 		return
@@ -301,7 +220,7 @@ func (b *bench) writeLatency(p printer) {
 			}
 		}
 		p("\nMedians: p50 %.2f ms without, %.2f ms with (×%.2f); **p99 %.2f ms without, %.2f ms with (×%.2f)**. ",
-			median(n50)/1e6, median(a50)/1e6, median(a50)/median(n50), n/1e6, a/1e6, a/n)
+			benchkit.Median(n50)/1e6, benchkit.Median(a50)/1e6, benchkit.Median(a50)/benchkit.Median(n50), n/1e6, a/1e6, a/n)
 		p("Spread of p99 between runs of the same mode: %.0f–%.0f ms without, %.0f–%.0f ms with; a difference of medians smaller than that spread is machine noise, not the agent.\n\n",
 			slices.Min(n99), slices.Max(n99), slices.Min(a99), slices.Max(a99))
 	} else {
@@ -374,25 +293,5 @@ func writeSection(path, section string) error {
 		}
 		out = s + block
 	}
-	return writeFileAtomic(path, []byte(out))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-journal-*.md")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return benchkit.WriteFileAtomic(path, []byte(out))
 }

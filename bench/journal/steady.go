@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -225,11 +227,11 @@ func (s *steady) cost(ctx context.Context, rate float64) (*costRun, error) {
 	pid := a.d.pid()
 	cr := &costRun{Target: rate, HWMLife: procStatusKiB(pid, "VmHWM"), HWMWindow: -1}
 	hwmReset := resetHWM(pid) == nil
-	cpu0, lcpu0, t0 := procCPU(pid), procCPU(lead.d.pid()), time.Now()
+	cpu0, lcpu0, t0 := benchkit.ProcCPU(pid), benchkit.ProcCPU(lead.d.pid()), time.Now()
 	res := runLoad(ctx, s.clis, loadConfig{prefix: fmt.Sprintf("/cost/%.0f/", rate), rate: rate, duration: s.b.opt.duration})
 	wall := time.Since(t0).Seconds()
-	cr.CPUPerSec = (procCPU(pid) - cpu0).Seconds() / wall
-	cr.LeaderCPU = (procCPU(lead.d.pid()) - lcpu0).Seconds() / wall
+	cr.CPUPerSec = (benchkit.ProcCPU(pid) - cpu0).Seconds() / wall
+	cr.LeaderCPU = (benchkit.ProcCPU(lead.d.pid()) - lcpu0).Seconds() / wall
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -275,9 +277,9 @@ func (s *steady) latency(ctx context.Context, withAgent bool) (*latencyRun, erro
 		if a == nil {
 			return 0
 		}
-		return procCPU(a.d.pid())
+		return benchkit.ProcCPU(a.d.pid())
 	}
-	lcpu0, acpu0, t0 := procCPU(lead.d.pid()), acpu(), time.Now()
+	lcpu0, acpu0, t0 := benchkit.ProcCPU(lead.d.pid()), acpu(), time.Now()
 	res := runLoad(ctx, s.clis, loadConfig{prefix: fmt.Sprintf("/latency/%d/", s.phase), rate: s.b.opt.rpoRate, duration: s.b.opt.duration})
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -286,7 +288,7 @@ func (s *steady) latency(ctx context.Context, withAgent bool) (*latencyRun, erro
 	lat := res.latencies()
 	lr := &latencyRun{Agent: withAgent, Achieved: res.achieved(), Acked: len(res.acks), Failed: res.failed,
 		P50: percentile(lat, 50), P99: percentile(lat, 99),
-		LeaderCPU: (procCPU(lead.d.pid()) - lcpu0).Seconds() / wall, AgentCPU: (acpu() - acpu0).Seconds() / wall, Load: loadAvg()}
+		LeaderCPU: (benchkit.ProcCPU(lead.d.pid()) - lcpu0).Seconds() / wall, AgentCPU: (acpu() - acpu0).Seconds() / wall, Load: benchkit.LoadAvg()}
 	if len(lat) > 0 {
 		lr.Max = lat[len(lat)-1]
 	}
