@@ -28,28 +28,8 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
-
-// startEtcd starts an in-process cluster of n members and a client on all
-// of them.
-func startEtcd(t *testing.T, n int) (*embedded.Cluster, *etcd.Client) {
-	t.Helper()
-	specs, err := embedded.NewSpecs(t.TempDir(), "m", n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := embedded.Start(context.Background(), specs, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	cli, err := etcd.Connect(etcd.Config{Endpoints: cl.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cl, cli
-}
 
 var shared struct {
 	once sync.Once
@@ -307,7 +287,7 @@ func leaderIndex(t *testing.T, cli *etcd.Client) int {
 }
 
 func TestLeaderOnlyChecks(t *testing.T) {
-	cl, cli := startEtcd(t, 3)
+	cl, cli := testenv.StartEtcd(t, 3)
 	b := newTestBackend(t)
 	agents := make([]*Agent, 3)
 	for i, ep := range cl.Endpoints() {

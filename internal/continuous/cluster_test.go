@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 // TestChainRefusesAnotherCluster: a chain is continued only on the cluster
@@ -16,7 +17,7 @@ import (
 // is appended.
 func TestChainRefusesAnotherCluster(t *testing.T) {
 	ctx := context.Background()
-	clA, cliA := startEtcd(t, 1)
+	clA, cliA := testenv.StartEtcd(t, 1)
 	r := openRepo(t, t.TempDir(), nil)
 	base := takeBase(t, cliA, r)
 	wa := startWriter(t, "a", continuous.Config{Client: newClient(t, clA.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
@@ -31,7 +32,7 @@ func TestChainRefusesAnotherCluster(t *testing.T) {
 	waitFor(t, 10*time.Second, "A sealed", func() bool { return wa.sealed.Load() >= last })
 	wa.stop(t, 5*time.Second)
 
-	clB, cliB := startEtcd(t, 1)
+	clB, cliB := testenv.StartEtcd(t, 1)
 	var lastB int64
 	for i := 0; lastB < last+10; i++ {
 		resp, err := cliB.Client.Put(ctx, fmt.Sprintf("/b/%03d", i), "B")

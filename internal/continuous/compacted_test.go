@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 // TestCompactedKeepsReceivedRevisions: backpressure, then etcd compacts
@@ -19,7 +20,7 @@ import (
 // revisions already received (contiguous, and gone from etcd now) are still
 // sealed before Run returns.
 func TestCompactedKeepsReceivedRevisions(t *testing.T) {
-	_, cli := startEtcd(t, 1)
+	_, cli := testenv.StartEtcd(t, 1)
 	release := make(chan struct{})
 	var puts atomic.Int64
 	r := openRepo(t, t.TempDir(), func(b storage.Backend) storage.Backend {

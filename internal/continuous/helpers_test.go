@@ -17,13 +17,11 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
-	"github.com/etcd-backup/etcd-backup/internal/embedded"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/journal"
@@ -31,50 +29,6 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 )
-
-// startEtcd starts n in-process members and returns a client on all of them.
-func startEtcd(t *testing.T, n int) (*embedded.Cluster, *etcd.Client) {
-	t.Helper()
-	specs, err := embedded.NewSpecs(t.TempDir(), "m", n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := embedded.Start(context.Background(), specs, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeCluster(cl) })
-	cli, err := etcd.Connect(etcd.Config{Endpoints: cl.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cl, cli
-}
-
-// closeCluster stops the followers (in parallel), then the leader: stopping
-// every member at once makes the leader wait seconds to hand over
-// leadership to members that are going away.
-func closeCluster(cl *embedded.Cluster) {
-	var wg sync.WaitGroup
-	var leader []*embed.Etcd
-	for _, e := range cl.Members {
-		if e.Server.Leader() == e.Server.MemberID() {
-			leader = append(leader, e)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.Close()
-		}()
-	}
-	wg.Wait()
-	for _, e := range leader {
-		e.Close()
-	}
-	cl.Members = nil
-}
 
 // newClient opens a plain etcd client on endpoints, with extra gRPC dial
 // options.

@@ -20,6 +20,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/journal"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 // TestJournalContents: one writer journals a workload of every kind of
@@ -28,7 +29,7 @@ import (
 // first attached.
 func TestJournalContents(t *testing.T) {
 	start := time.Now()
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	r := openRepo(t, root, nil)
 
@@ -87,7 +88,7 @@ func TestJournalContents(t *testing.T) {
 // the chain has no gap and no overlap and holds exactly etcd's history.
 func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	start := time.Now()
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
@@ -196,7 +197,7 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 // stays as an orphan.
 func TestResumeAfterKill(t *testing.T) {
 	start := time.Now()
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
@@ -280,7 +281,7 @@ func TestResumeAfterKill(t *testing.T) {
 // TestCompacted: etcd compacted revisions the chain needs before the writer
 // started: Run fails at once with ErrCompacted.
 func TestCompacted(t *testing.T) {
-	_, cli := startEtcd(t, 1)
+	_, cli := testenv.StartEtcd(t, 1)
 	r := openRepo(t, t.TempDir(), nil)
 	base := takeBase(t, cli, r)
 	w := newWorkload(t, cli.Client, 4, "/cmp/")
@@ -332,7 +333,7 @@ func TestCompacted(t *testing.T) {
 
 // TestChainBroken: a chain with a gap cannot be continued.
 func TestChainBroken(t *testing.T) {
-	_, cli := startEtcd(t, 1)
+	_, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	r := openRepo(t, root, nil)
 	base := takeBase(t, cli, r)
@@ -368,7 +369,7 @@ func TestChainBroken(t *testing.T) {
 // TestSealOnStop: what the writer holds when its context is done is sealed
 // before Run returns.
 func TestSealOnStop(t *testing.T) {
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	r := openRepo(t, t.TempDir(), nil)
 	base := takeBase(t, cli, r)
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
@@ -435,7 +436,7 @@ func (s *watchStats) HandleConn(context.Context, stats.ConnStats)               
 // is journaled.
 func TestBackpressureBoundedMemory(t *testing.T) {
 	start := time.Now()
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
@@ -567,7 +568,7 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 // moves twice: the chain is still exactly etcd's history.
 func TestLeaderChange(t *testing.T) {
 	start := time.Now()
-	cl, cli := startEtcd(t, 3)
+	cl, cli := testenv.StartEtcd(t, 3)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)

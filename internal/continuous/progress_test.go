@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 // TestProgressWhileIdle: with nothing changing, etcd still confirms about
 // every Flush that the journal is caught up, at the cluster's revision.
 func TestProgressWhileIdle(t *testing.T) {
-	_, cli := startEtcd(t, 1)
+	_, cli := testenv.StartEtcd(t, 1)
 	r := openRepo(t, t.TempDir(), nil)
 	base := takeBase(t, cli, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

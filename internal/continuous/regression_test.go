@@ -10,6 +10,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
 // Regression tests of journaler bugs found and fixed; each says what the
@@ -22,7 +23,7 @@ import (
 // writer's and removes the payload the published manifest names, so the
 // chain cannot be read past that segment.
 func TestManifestPutLandedButReported(t *testing.T) {
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
@@ -64,7 +65,7 @@ func TestManifestPutLandedButReported(t *testing.T) {
 // uploader, which retries until upCtx is canceled, which happens only when
 // Run returns: Run never returns.
 func TestStopWhileUploadRetrying(t *testing.T) {
-	cl, cli := startEtcd(t, 1)
+	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
 	base := takeBase(t, cli, openRepo(t, root, nil))
 	var attempts atomic.Int64

@@ -159,11 +159,19 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
-// Close stops every member (in parallel; each takes about a second).
+// Close stops every member: the followers in parallel, then the leader.
 func (c *Cluster) Close() {
+	// Followers first (in parallel), then the leader: stopping every member
+	// at once makes the leader wait seconds to hand leadership over to
+	// members that are going away.
 	var wg sync.WaitGroup
+	var leaders []*embed.Etcd
 	for _, e := range c.Members {
 		if e == nil {
+			continue
+		}
+		if e.Server.Leader() == e.Server.MemberID() {
+			leaders = append(leaders, e)
 			continue
 		}
 		wg.Add(1)
@@ -173,4 +181,7 @@ func (c *Cluster) Close() {
 		}()
 	}
 	wg.Wait()
+	for _, e := range leaders {
+		e.Close()
+	}
 }
