@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
 )
 
 type listOptions struct {
@@ -108,13 +106,9 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 			MemberID: m.MemberID, ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Size: m.RawSize,
 			StoredSize: m.StoredSize, Encrypted: m.Encrypted()}
 		if chains[m.ID] {
-			segs, err := r.Segments(ctx, m.ID)
-			if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+			cov, err := r.Coverage(ctx, m)
+			if err != nil {
 				return err
-			}
-			cov := journal.Check(m.Revision, segs)
-			if cov.Break == nil {
-				cov.Break = err
 			}
 			lj := &listJournal{Start: m.Revision + 1, End: cov.End, FirstTime: cov.FirstTime, LastTime: cov.LastTime, Segments: len(cov.Segments)}
 			if cov.Break != nil {

@@ -118,14 +118,10 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	segs, err := cfg.Repo.Segments(ctx, base.ID)
+	cov, err := cfg.Repo.Coverage(ctx, base)
 	if err != nil {
-		if errors.Is(err, format.ErrIntegrity) || errors.Is(err, format.ErrVersion) {
-			return fmt.Errorf("%w: %v", ErrChainBroken, err)
-		}
 		return err
 	}
-	cov := journal.Check(base.Revision, segs)
 	if cov.Break != nil {
 		return fmt.Errorf("%w: chain %s: %v", ErrChainBroken, base.ID, cov.Break)
 	}
@@ -148,7 +144,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	}
 	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base}
 	w.next.Store(cov.End + 1)
-	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(segs))
+	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(cov.Segments))
 
 	// The watch and the uploader stop together; the final seal outlives ctx.
 	// Under backpressure the watch is canceled, not just left unread: the

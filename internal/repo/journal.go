@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
 
@@ -193,4 +194,20 @@ func (r *Repo) Chains(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// Coverage reads the segments of snapshot m's chain and follows them
+// (journal.Check). A damaged segment manifest ends the coverage like a gap:
+// it is reported in Coverage.Break. The error is for failures to read the
+// repository at all.
+func (r *Repo) Coverage(ctx context.Context, m *format.Manifest) (journal.Coverage, error) {
+	segs, err := r.Segments(ctx, m.ID)
+	if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+		return journal.Coverage{}, err
+	}
+	cov := journal.Check(m.Revision, segs)
+	if err != nil && cov.Break == nil {
+		cov.Break = err // the segment after the readable ones is damaged
+	}
+	return cov, nil
 }

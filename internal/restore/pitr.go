@@ -148,9 +148,9 @@ func Resolve(ctx context.Context, r *repo.Repo, ref string, sel repo.Selector, t
 			// T, the previous chain, which saw those revisions as they
 			// happened, is the one to use if it reaches T.
 			if i+1 < len(cands) {
-				if cov, err := coverage(ctx, r, m); err == nil && cov.FirstTime.After(t.Time) {
+				if cov, err := r.Coverage(ctx, m); err == nil && cov.FirstTime.After(t.Time) {
 					prev := cands[i+1]
-					if pcov, err := coverage(ctx, r, prev); err == nil && !pcov.LastTime.Before(t.Time) {
+					if pcov, err := r.Coverage(ctx, prev); err == nil && !pcov.LastTime.Before(t.Time) {
 						return prev, journalPlan(prev, pcov, 0, t.Time), nil
 					}
 				}
@@ -165,13 +165,13 @@ func Resolve(ctx context.Context, r *repo.Repo, ref string, sel repo.Selector, t
 	// snapshot its chain may still be empty while the previous chain already
 	// reaches further: then the previous one is taken.
 	newest := cands[0]
-	cov, err := coverage(ctx, r, newest)
+	cov, err := r.Coverage(ctx, newest)
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(cands) > 1 && len(cov.Segments) == 0 {
 		prev := cands[1]
-		pcov, err := coverage(ctx, r, prev)
+		pcov, err := r.Coverage(ctx, prev)
 		if err == nil && pcov.Break == nil && pcov.End > upper(newest) {
 			return prev, journalPlan(prev, pcov, 0, time.Time{}), nil
 		}
@@ -194,18 +194,6 @@ func upper(m *format.Manifest) int64 {
 	return m.Revision
 }
 
-func coverage(ctx context.Context, r *repo.Repo, m *format.Manifest) (journal.Coverage, error) {
-	segs, err := r.Segments(ctx, m.ID)
-	if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
-		return journal.Coverage{}, err
-	}
-	cov := journal.Check(m.Revision, segs)
-	if err != nil && cov.Break == nil {
-		cov.Break = err // the segment after the readable ones is damaged
-	}
-	return cov, nil
-}
-
 func journalPlan(m *format.Manifest, cov journal.Coverage, to int64, at time.Time) *JournalPlan {
 	return &JournalPlan{Chain: m.ID, Segments: cov.Segments, ToRevision: to, ToTime: at, End: cov.End, EndTime: cov.LastTime, ClusterID: m.ClusterID}
 }
@@ -213,7 +201,7 @@ func journalPlan(m *format.Manifest, cov journal.Coverage, to int64, at time.Tim
 // planFor plans replaying m's chain to t. newer is the next newer snapshot,
 // if any (for --to-time: whether the chain's end means "nothing changed").
 func planFor(ctx context.Context, r *repo.Repo, m, newer *format.Manifest, t Target) (*format.Manifest, *JournalPlan, error) {
-	cov, err := coverage(ctx, r, m)
+	cov, err := r.Coverage(ctx, m)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -359,7 +347,7 @@ func (s *segmentSource) Next() (*journal.Record, error) {
 // Chain returns the plan that replays all of m's unbroken journal (nil when
 // m has none) and the break after it, if any.
 func Chain(ctx context.Context, r *repo.Repo, m *format.Manifest) (*JournalPlan, error) {
-	cov, err := coverage(ctx, r, m)
+	cov, err := r.Coverage(ctx, m)
 	if err != nil {
 		return nil, err
 	}

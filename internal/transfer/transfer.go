@@ -22,7 +22,6 @@ import (
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
@@ -161,15 +160,11 @@ type JournalResult struct {
 // so each is held in memory while checked.
 func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, ids []age.Identity) (JournalResult, error) {
 	var res JournalResult
-	segs, err := src.Segments(ctx, m.ID)
-	if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
+	cov, err := src.Coverage(ctx, m)
+	if err != nil {
 		return res, err
 	}
-	cov := journal.Check(m.Revision, segs)
 	res.Break = cov.Break
-	if res.Break == nil {
-		res.Break = err
-	}
 	have := map[int64]bool{}
 	starts, err := dst.SegmentStarts(ctx, m.ID)
 	if err != nil {
