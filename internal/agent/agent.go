@@ -109,7 +109,6 @@ type state struct {
 	lastSuccess   time.Time
 	runs          []RunRecord // newest first
 	journal       JournalStatus
-	journalSealed time.Time
 }
 
 // Agent runs scheduled backups and serves their state.

@@ -182,7 +182,7 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		Logger:     a.log,
 		OnSealed: func(m *format.Manifest) {
 			a.mu.Lock()
-			a.st.journal.SealedRevision, a.st.journalSealed = m.Journal.End, m.Journal.LastTime
+			a.st.journal.SealedRevision, a.st.journal.SealedTime = m.Journal.End, timePtr(m.Journal.LastTime)
 			a.mu.Unlock()
 			a.jm.segments.Inc()
 			a.jm.sealedRevision.Set(float64(m.Journal.End))

@@ -125,9 +125,7 @@ func (a *Agent) Status() StatusReport {
 	}
 	s.Repository.Checked = timePtr(v.repoChecked)
 	if a.cfg.Continuous {
-		j := v.journal
-		j.SealedTime = timePtr(v.journalSealed)
-		s.Journal = &j
+		s.Journal = &v.journal
 	}
 	return s
 }
