@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -310,6 +311,25 @@ func TestErrors(t *testing.T) {
 		assertUnchanged(t, before, repoDir)
 		if _, err := os.Stat(fresh); !os.IsNotExist(err) {
 			t.Errorf("failed snapshot created the repository %s (stat: %v)", fresh, err)
+		}
+	})
+
+	t.Run("point-in-time-inputs", func(t *testing.T) {
+		t.Parallel()
+		dataDir, parent := preciousDataDir(t)
+		before := digestPaths(t, repoDir, parent)
+		// Usage mistakes: exit 2 before anything is read or written.
+		expectCleanFailure(t, cli(t, nil, restoreArgs("latest", dataDir, "--to-time", "yesterday")...), 2, "--to-time", "RFC 3339")
+		expectCleanFailure(t, cli(t, nil, restoreArgs("latest", dataDir, "--to-revision", "-5")...), 2, "--to-revision")
+		expectCleanFailure(t, cli(t, nil, restoreArgs("latest", dataDir, "--to-revision", "5", "--to-time", "1m")...), 2, "not both")
+		expectCleanFailure(t, cli(t, nil, restoreArgs("latest", dataDir, "--to-revision", "5", "--no-journal")...), 2, "--no-journal")
+		expectCleanFailure(t, cli(t, nil, "history", "--repo", repoDir, "--since", "soon"), 2, "--since")
+		expectCleanFailure(t, cli(t, nil, "agent", "--continuous", "--journal-flush", "1ms", "--repo", repoDir, "--endpoints", ep), 2, "--journal-flush")
+		// Nothing journaled: no backup covers a revision or a history.
+		expectCleanFailure(t, cli(t, nil, restoreArgs("latest", dataDir, "--to-revision", "999999")...), 3, "999999")
+		expectCleanFailure(t, cli(t, nil, "history", "--repo", repoDir), 3, "no journal")
+		if after := digestPaths(t, repoDir, parent); !slices.Equal(before, after) {
+			t.Errorf("a refused point-in-time command changed the repository or the data dir")
 		}
 	})
 
