@@ -39,7 +39,8 @@ const (
 
 const exitCodesHelp = `Exit codes:
   0  success
-  1  error (storage, disk, etcd refused the request or the TLS handshake, ...)
+  1  error (storage down or failing after retries, disk, etcd refused the
+     request or the TLS handshake, ...): the backup was not judged
   2  usage: bad or missing flag, bad URL, bad peer URL
   3  no such backup or repository
   4  integrity failure: a checksum, size or etcd hash does not match
@@ -63,6 +64,10 @@ func classify(err error) (int, string) {
 		return exitUsage, "see 'etcd-backup <command> --help' for flags and examples"
 	case errors.Is(err, datadir.ErrInUse):
 		return exitInUse, "stop etcd on this node (systemctl stop etcd) before restoring; nothing was changed"
+	case errors.Is(err, storage.ErrUnavailable):
+		return exitError, "the storage kept failing (network, throttling, server errors or stalls) and the command gave up; whatever was being read was not judged, and nothing was published or changed. Check the store and the network, then run the command again (raise --storage-timeout to wait longer)"
+	case errors.Is(err, storage.ErrChanged):
+		return exitError, "an object was replaced while it was being read (another tool writing into the repository?); nothing was judged or changed. Run the command again"
 	case errors.Is(err, format.ErrKey):
 		return exitKey, "restore takes an age identity file (--identity key.txt); backups take public keys (--encrypt-to age1... or --encrypt-to-file)"
 	case errors.Is(err, format.ErrIntegrity):

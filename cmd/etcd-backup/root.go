@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/repo"
+	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
 )
 
@@ -24,6 +26,10 @@ type Globals struct {
 	Quiet     bool
 	// RcloneConfig is passed to rclone as --config for rclone: repositories.
 	RcloneConfig string
+	// StorageTimeout and StorageStall are the storage retry policy
+	// (storage.Policy's Timeout and Stall).
+	StorageTimeout time.Duration
+	StorageStall   time.Duration
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
@@ -32,6 +38,8 @@ type Globals struct {
 func (g *Globals) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port, rclone:remote:path")
 	fs.StringVar(&g.RcloneConfig, "rclone-config", "", "rclone.conf for rclone: repositories (default: rclone's own lookup, $RCLONE_CONFIG)")
+	fs.DurationVar(&g.StorageTimeout, "storage-timeout", storage.DefaultTimeout, "how long one storage operation keeps retrying once it fails (503s, dropped connections, stalls) before the command gives up with a storage error (exit 1)")
+	fs.DurationVar(&g.StorageStall, "storage-stall-timeout", storage.DefaultStall, "abandon and retry a storage request that moves no byte for this long")
 	fs.StringVar(&g.Cluster, "cluster", "default", "cluster name inside the repository (many clusters can share one repository)")
 	fs.StringVar(&g.LogFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.BoolVarP(&g.Verbose, "verbose", "v", false, "log debug details")
@@ -44,7 +52,7 @@ func (g *Globals) openRepo(ctx context.Context, create bool) (*repo.Repo, error)
 	if g.Repo == "" {
 		return nil, usagef("--repo is required (or ETCD_BACKUP_REPO), e.g. --repo /var/backups/etcd or --repo s3://bucket/etcd")
 	}
-	b, err := backends.Open(ctx, g.Repo, backends.Options{Create: create, RcloneConfig: g.RcloneConfig})
+	b, err := backends.Open(ctx, g.Repo, g.backendOptions(create))
 	if err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
@@ -54,6 +62,16 @@ func (g *Globals) openRepo(ctx context.Context, create bool) (*repo.Repo, error)
 		return nil, err
 	}
 	return r, nil
+}
+
+// backendOptions are the options every command opens its repositories
+// with: the storage retry policy comes from the global flags.
+func (g *Globals) backendOptions(create bool) backends.Options {
+	return backends.Options{
+		Create:       create,
+		RcloneConfig: g.RcloneConfig,
+		Retry:        storage.Policy{Timeout: g.StorageTimeout, Stall: g.StorageStall, Logger: g.log},
+	}
 }
 
 func closeRepo(r *repo.Repo) {

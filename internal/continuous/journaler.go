@@ -358,22 +358,13 @@ func (w *writer) seal(ctx context.Context, s *segment) error {
 		if err != nil {
 			return err
 		}
-		if err := retry(ctx, w.log, "upload journal segment", func() error {
-			err := w.cfg.Repo.PutSegmentPayload(ctx, w.chain, m.Payload, bytes.NewReader(payload))
-			if errors.Is(err, storage.ErrExists) {
-				return nil // a retried upload that had landed
-			}
-			return err
-		}); err != nil {
+		// The storage layer retries both writes (their sources are in
+		// memory) within --storage-timeout; when it gives up, the chain
+		// ends and the agent starts the next one from what is sealed.
+		if err := w.cfg.Repo.PutSegmentPayload(ctx, w.chain, m.Payload, bytes.NewReader(payload)); err != nil && !errors.Is(err, storage.ErrExists) {
 			return fmt.Errorf("seal journal segment %s: %w", m.ID, err)
 		}
-		err = retry(ctx, w.log, "publish journal segment", func() error {
-			err := w.cfg.Repo.PutSegmentManifest(ctx, m)
-			if errors.Is(err, storage.ErrExists) {
-				return backoffStop{err}
-			}
-			return err
-		})
+		err = w.cfg.Repo.PutSegmentManifest(ctx, m)
 		var other *format.Manifest
 		if errors.Is(err, storage.ErrExists) {
 			var rerr error

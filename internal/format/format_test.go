@@ -190,3 +190,53 @@ func TestIDsSortByTimeAndAreUnique(t *testing.T) {
 		t.Fatalf("IDTime %v", got)
 	}
 }
+
+// failingReader returns the first n bytes of b, then err.
+type failingReader struct {
+	b   []byte
+	n   int
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, f.err
+	}
+	k := copy(p, f.b[:min(f.n, len(f.b))])
+	f.b, f.n = f.b[k:], f.n-k
+	return k, nil
+}
+
+// A payload whose reading fails (the storage, not the data) is not judged:
+// the error is the source's, never ErrIntegrity, wherever it happens.
+func TestDecoderSourceErrorIsNotIntegrity(t *testing.T) {
+	raw := fakeSnapshot(300000, 4)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseRecipient(id.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("connection reset by peer")
+	for _, enc := range []struct {
+		name string
+		rs   []Recipient
+	}{{"plain", nil}, {"age", []Recipient{r}}} {
+		stored, m := encode(t, raw, enc.rs)
+		for _, n := range []int{0, 10, len(stored) / 2, len(stored) - 1} {
+			_, err := func() ([]byte, error) {
+				d, err := NewDecoder(&failingReader{b: stored, n: n, err: cut}, m, []age.Identity{id})
+				if err != nil {
+					return nil, err
+				}
+				defer d.Close()
+				return io.ReadAll(d)
+			}()
+			if !errors.Is(err, cut) || errors.Is(err, ErrIntegrity) {
+				t.Errorf("%s, source fails after %d of %d bytes: got %v, want the source's error and not ErrIntegrity", enc.name, n, len(stored), err)
+			}
+		}
+	}
+}

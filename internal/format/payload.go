@@ -193,6 +193,9 @@ func (e *Encoder) RawBytes() int64 { return e.rawN }
 // The bytes it returns are not trusted until Read has returned io.EOF: only
 // then have all the checks of docs/format.md "Verification" passed. Any
 // mismatch is reported, in place of io.EOF, as an error wrapping ErrIntegrity.
+// A failure to read the stored payload (the source's error) is returned
+// wrapped as is, never as ErrIntegrity: bytes that were not read were not
+// judged.
 type Decoder struct {
 	m       *Manifest
 	src     *countingReader
@@ -202,15 +205,30 @@ type Decoder struct {
 	done    bool
 }
 
+// countingReader counts and hashes the stored bytes, and remembers a read
+// error of the source: that is the storage failing, not the data.
 type countingReader struct {
-	r io.Reader
-	c *counter
+	r   io.Reader
+	c   *counter
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.c.Write(p[:n])
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	return n, err
+}
+
+// sourceErr reports a failure to read the stored payload: the data was not
+// all read, so nothing was judged (it does not wrap ErrIntegrity).
+func (d *Decoder) sourceErr() error {
+	if d.src.err == nil {
+		return nil
+	}
+	return fmt.Errorf("read payload of %s: %w", d.m.ID, d.src.err)
 }
 
 // NewDecoder starts decoding the stored payload r described by m. For an
@@ -226,6 +244,9 @@ func NewDecoder(r io.Reader, m *Manifest, identities []age.Identity) (*Decoder, 
 			return nil, fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
 		}
 		ar, err := age.Decrypt(d.src, identities...)
+		if serr := d.sourceErr(); err != nil && serr != nil {
+			return nil, serr
+		}
 		if err != nil {
 			var nm *age.NoIdentityMatchError
 			if errors.As(err, &nm) {
@@ -267,6 +288,9 @@ func (d *Decoder) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil {
+		if serr := d.sourceErr(); serr != nil {
+			return n, serr
+		}
 		return n, fmt.Errorf("%w: decode payload of %s: %v", ErrIntegrity, d.m.ID, err)
 	}
 	return n, nil
@@ -276,6 +300,9 @@ func (d *Decoder) finish() error {
 	// Drain whatever follows the zstd stream (age's final chunk, or junk
 	// appended to the object), so the stored checksum covers every byte.
 	if _, err := io.Copy(io.Discard, d.src); err != nil {
+		if serr := d.sourceErr(); serr != nil {
+			return serr
+		}
 		return fmt.Errorf("%w: read payload of %s: %v", ErrIntegrity, d.m.ID, err)
 	}
 	id := d.m.ID

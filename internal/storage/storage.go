@@ -22,6 +22,15 @@ var (
 	ErrExists = errors.New("object already exists")
 	// ErrBadURL: the repository URL cannot be parsed or names an unknown scheme.
 	ErrBadURL = errors.New("bad repository URL")
+	// ErrChanged: a resumed read found another object under the name than
+	// the one it started reading (RangeGetter's pin did not match). The
+	// bytes read so far must be discarded; nothing was judged.
+	ErrChanged = errors.New("object changed while being read")
+	// ErrUnavailable: storage kept failing with transient errors (network,
+	// throttling, 5xx, stalls) until the retry budget ran out. Errors with
+	// it are *GiveUpError. It says nothing about the data: whatever was
+	// being read was not judged.
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // Info describes one stored object.
@@ -50,8 +59,15 @@ type Info struct {
 //     completed. An error from fn stops the listing and is returned.
 //   - Remove deletes an object; removing a missing object returns an error
 //     wrapping ErrNotFound.
-//   - Errors worth retrying (network, throttling, 5xx) are returned as is;
-//     IsRetryable tells them apart from permanent ones.
+//   - Errors worth retrying (network, throttling, 5xx) are wrapped with
+//     Retryable; others are permanent.
+//   - Names are checked by Wrap (CheckName) before a backend sees them;
+//     backends may assume valid names.
+//
+// Backends do not retry: Wrap composes retries, resumed reads and stall
+// bounds around every backend, once, in Open. A backend whose operation is
+// made of several requests (a multipart upload) runs each replayable step
+// through Retry, which follows the policy Wrap put in the context.
 type Backend interface {
 	Put(ctx context.Context, name string, r io.Reader) error
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
@@ -79,10 +95,30 @@ func Retryable(err error) error {
 	return &RetryableError{Err: err}
 }
 
-// IsRetryable reports whether err (or anything it wraps) is transient.
+// IsRetryable reports whether err (or anything it wraps) is transient. An
+// error from a retry loop that gave up (ErrUnavailable) is not: its retries
+// are spent.
 func IsRetryable(err error) bool {
+	if errors.Is(err, ErrUnavailable) {
+		return false
+	}
 	var r *RetryableError
 	return errors.As(err, &r)
+}
+
+// RangeGetter is implemented by backends that can read an object from an
+// offset, which lets Wrap resume a read that failed mid-body.
+//
+// GetRange opens name from byte off (0 <= off). pin identifies the object
+// version a resumed read must continue: "" for a first read; otherwise the
+// pin an earlier GetRange of the same name returned, and when the object
+// under name is no longer that one GetRange fails with an error wrapping
+// ErrChanged. It returns the pin of the object it opened (an ETag, a
+// generation, an inode and size, ...; "" when the backend cannot tell).
+// When off equals the object's size the reader is empty. Errors are those
+// of Get.
+type RangeGetter interface {
+	GetRange(ctx context.Context, name string, off int64, pin string) (io.ReadCloser, string, error)
 }
 
 func badURL(format string, args ...any) error {

@@ -27,6 +27,10 @@ type Options struct {
 	// RcloneBinary is the rclone executable for rclone: URLs, a path or a
 	// name looked up in $PATH. "" means "rclone".
 	RcloneBinary string
+	// Retry is the policy of the retry, resume and stall wrapper every
+	// backend is opened with (storage.Wrap); its stall bound also goes to
+	// the backend's own transport (HTTP idle timeout, rclone --timeout).
+	Retry storage.Policy
 }
 
 // Supported describes the accepted repository URL forms, for help texts.
@@ -39,11 +43,25 @@ var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.\-]+):`)
 // Open returns the backend for rawURL. Errors from a malformed URL or an
 // unsupported scheme wrap storage.ErrBadURL; a missing local directory (when
 // !opt.Create) or bucket wraps storage.ErrNotFound.
+//
+// The backend comes wrapped (storage.Wrap with opt.Retry): this is the one
+// place where retries, resumed reads, stall bounds and the name rule are
+// composed around every backend. Opening itself runs under the same retry
+// policy.
 func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, error) {
+	b, err := open(ctx, rawURL, opt)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Wrap(b, opt.Retry), nil
+}
+
+func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, error) {
 	kind, target, err := parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
+	ctx = storage.WithPolicy(ctx, opt.Retry)
 	switch kind {
 	case "local":
 		d, err := local.New(target.path, opt.Create)
@@ -52,7 +70,9 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 		}
 		return d, nil
 	case "s3":
-		b, err := s3.New(ctx, target.s3)
+		cfg := target.s3
+		cfg.Stall = opt.Retry.Stall
+		b, err := s3.New(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -61,6 +81,7 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 		cfg := target.rclone
 		cfg.ConfigFile = opt.RcloneConfig
 		cfg.Binary = opt.RcloneBinary
+		cfg.Stall = opt.Retry.Stall
 		r, err := rclone.New(ctx, cfg, opt.Create)
 		if err != nil {
 			return nil, err

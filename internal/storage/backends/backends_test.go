@@ -111,7 +111,7 @@ func TestOpenLocal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open(missing dir, Create): %v", err)
 	}
-	if _, ok := b.(*local.Dir); !ok || b.Location() != dir {
+	if _, ok := storage.As[*local.Dir](b); !ok || b.Location() != dir {
 		t.Errorf("Open(%q) = %T at %q", dir, b, b.Location())
 	}
 	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
@@ -137,7 +137,7 @@ func TestOpenS3(t *testing.T) {
 		t.Fatalf("Open(%s): %v", srv.URL("team/etcd"), err)
 	}
 	defer b.Close()
-	if _, ok := b.(*s3.Bucket); !ok {
+	if _, ok := storage.As[*s3.Bucket](b); !ok {
 		t.Fatalf("Open(s3://) = %T", b)
 	}
 	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
@@ -180,7 +180,7 @@ func TestOpenRclone(t *testing.T) {
 		t.Fatalf("Open(rclone:loc:..., Create): %v", err)
 	}
 	defer b.Close()
-	if _, ok := b.(*rclone.Remote); !ok || b.Location() != "rclone:loc:"+dir {
+	if _, ok := storage.As[*rclone.Remote](b); !ok || b.Location() != "rclone:loc:"+dir {
 		t.Errorf("Open(rclone:loc:%s) = %T at %q", dir, b, b.Location())
 	}
 	if err := b.Put(ctx, "x/y", strings.NewReader("1")); err != nil {
@@ -205,5 +205,21 @@ func TestOpenRclone(t *testing.T) {
 	_, err = Open(ctx, "rclone:loc:"+dir, Options{RcloneConfig: conf, RcloneBinary: filepath.Join(t.TempDir(), "no-rclone")})
 	if err == nil || !strings.Contains(err.Error(), "rclone") {
 		t.Errorf("Open with a missing rclone binary = %v", err)
+	}
+}
+
+// Every backend Open returns comes wrapped: the name rule (and the retries
+// with it) apply whatever the URL.
+func TestOpenWraps(t *testing.T) {
+	b, err := Open(t.Context(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, ok := b.(interface{ Unwrap() storage.Backend }); !ok {
+		t.Fatalf("Open returned %T, not the storage wrapper", b)
+	}
+	if err := b.Put(t.Context(), "../escape", strings.NewReader("x")); err == nil {
+		t.Fatal("Put of ../escape succeeded")
 	}
 }

@@ -17,8 +17,8 @@ import (
 )
 
 // tmpPrefix starts the names of files being written by Put. List skips them
-// and object names may not use it.
-const tmpPrefix = ".tmp-"
+// and storage.CheckName refuses object names using it.
+const tmpPrefix = storage.TmpPrefix
 
 // Permissions of what Put creates: backups hold all of a cluster's data,
 // secrets included, so they are private to the owner by default.
@@ -72,29 +72,12 @@ func (d *Dir) Location() string { return d.root }
 // Close does nothing: Dir holds no resources.
 func (d *Dir) Close() error { return nil }
 
-// checkName rejects names that are not clean, relative, '/'-separated paths,
-// and names that would collide with Put's temporary files.
-func checkName(name string) error {
-	if !fs.ValidPath(name) || name == "." || strings.Contains(name, `\`) {
-		return fmt.Errorf("invalid object name %q: want a relative '/'-separated path without empty, '.' or '..' elements", name)
-	}
-	for _, el := range strings.Split(name, "/") {
-		if strings.HasPrefix(el, tmpPrefix) {
-			return fmt.Errorf("invalid object name %q: elements starting with %q are reserved for temporary files", name, tmpPrefix)
-		}
-	}
-	return nil
-}
-
 func (d *Dir) path(name string) string {
 	return filepath.Join(d.root, filepath.FromSlash(name))
 }
 
 // Put stores r under name. See storage.Backend for the contract.
 func (d *Dir) Put(ctx context.Context, name string, r io.Reader) (err error) {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("local put: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("local put %q: %w", name, err)
 	}
@@ -206,35 +189,58 @@ func (d *Dir) mkdirAll(dir string) error {
 	return syncDir(parent)
 }
 
+var _ storage.RangeGetter = (*Dir)(nil)
+
 // Get opens the object name for reading.
 func (d *Dir) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	if err := checkName(name); err != nil {
-		return nil, fmt.Errorf("local get: %w", err)
-	}
+	f, _, err := d.GetRange(ctx, name, 0, "")
+	return f, err
+}
+
+// GetRange opens the object name at byte off. Its pin is the file's device,
+// inode, size and modification time: a file replaced under the same name
+// (never by Put, which is create-only) is another object.
+func (d *Dir) GetRange(ctx context.Context, name string, off int64, pin string) (io.ReadCloser, string, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("local get %q: %w", name, err)
+		return nil, "", fmt.Errorf("local get %q: %w", name, err)
 	}
 	f, err := os.Open(d.path(name))
 	if err != nil {
-		return nil, fmt.Errorf("local get %q: %w", name, mapErr(err))
+		return nil, "", fmt.Errorf("local get %q: %w", name, mapErr(err))
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("local get %q: %w", name, err)
+		return nil, "", fmt.Errorf("local get %q: %w", name, err)
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("local get %q: %w (it is a directory)", name, storage.ErrNotFound)
+		return nil, "", fmt.Errorf("local get %q: %w (it is a directory)", name, storage.ErrNotFound)
 	}
-	return f, nil
+	got := filePin(fi)
+	if pin != "" && got != pin {
+		f.Close()
+		return nil, "", fmt.Errorf("local get %q: %w", name, storage.ErrChanged)
+	}
+	if off > 0 {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			f.Close()
+			return nil, "", fmt.Errorf("local get %q: %w", name, err)
+		}
+	}
+	return f, got, nil
+}
+
+// filePin identifies one version of a file.
+func filePin(fi fs.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return fmt.Sprintf("%d:%d", fi.Size(), fi.ModTime().UnixNano())
 }
 
 // Stat describes the object name.
 func (d *Dir) Stat(ctx context.Context, name string) (storage.Info, error) {
-	if err := checkName(name); err != nil {
-		return storage.Info{}, fmt.Errorf("local stat: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return storage.Info{}, fmt.Errorf("local stat %q: %w", name, err)
 	}
@@ -250,9 +256,6 @@ func (d *Dir) Stat(ctx context.Context, name string) (storage.Info, error) {
 
 // Remove deletes the object name, then the directories that it leaves empty.
 func (d *Dir) Remove(ctx context.Context, name string) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("local remove: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("local remove %q: %w", name, err)
 	}
@@ -290,7 +293,7 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(storage.Info) err
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
 		start = prefix[:i]
 	}
-	if start != "" && checkName(start) != nil {
+	if start != "" && storage.CheckName(start) != nil {
 		// No object can have such a prefix ("../", "a//b", ...).
 		return nil
 	}

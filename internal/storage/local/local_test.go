@@ -97,7 +97,7 @@ func TestNoLeftovers(t *testing.T) {
 	if len(names) != 0 {
 		t.Errorf("List shows temporary files: %q", names)
 	}
-	if err := d.Put(ctx, "a/.tmp-x", strings.NewReader("x")); err == nil {
+	if err := storage.Wrap(d, storage.Policy{}).Put(ctx, "a/.tmp-x", strings.NewReader("x")); err == nil {
 		t.Error("Put of a reserved temporary name succeeded")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
@@ -23,6 +24,10 @@ type Config struct {
 	// Env is rclone's environment (KEY=value). Nil means os.Environ() as of
 	// New.
 	Env []string
+	// Stall is rclone's --timeout, the IO idle timeout after which it
+	// abandons a connection that moves no byte; 0 means
+	// storage.DefaultStall.
+	Stall time.Duration
 }
 
 // Scheme is the URL scheme of rclone repositories.

@@ -34,7 +34,7 @@ const stderrKeep = 16 << 10
 // globalFlags go before every subcommand.
 var globalFlags = []string{
 	"--ask-password=false", // never prompt for an encrypted config's password
-	"--retries", "1",       // callers retry at their level
+	"--retries", "1",       // storage.Wrap retries every operation
 	"--low-level-retries", "2",
 	"--contimeout", "15s",
 	"--use-server-modtime",

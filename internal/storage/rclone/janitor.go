@@ -29,7 +29,7 @@ func (r *Remote) RemoveStale(ctx context.Context, olderThan time.Duration) ([]st
 	}
 	var stale []string
 	decErr := decodeList(p.stdout, func(it lsItem) {
-		if !it.IsDir && hasTmpElement(it.Path) && it.ModTime.Before(cutoff) {
+		if !it.IsDir && storage.HasTmpElement(it.Path) && it.ModTime.Before(cutoff) {
 			stale = append(stale, it.Path)
 		}
 	})

@@ -10,11 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +24,9 @@ import (
 )
 
 // tmpPrefix starts the last element of the names Put uploads to before
-// publishing. List skips them and object names may not use it.
-const tmpPrefix = ".tmp-"
+// publishing. List skips them and storage.CheckName refuses object names
+// using it.
+const tmpPrefix = storage.TmpPrefix
 
 // cleanupTimeout bounds the removal of a failed Put's temporary object.
 const cleanupTimeout = time.Minute
@@ -46,11 +47,18 @@ type Remote struct {
 
 	locks nameLocks
 
+	// rangeIgnored is set when rclone cat --offset printed a whole object
+	// (a remote that ignores ranges); resumed reads then fail.
+	rangeIgnored atomic.Bool
+
 	// onExit, when set (tests), is called after every rclone process exits.
 	onExit func(sub string, st *os.ProcessState)
 }
 
-var _ storage.Backend = (*Remote)(nil)
+var (
+	_ storage.Backend     = (*Remote)(nil)
+	_ storage.RangeGetter = (*Remote)(nil)
+)
 
 // New opens the repository at cfg.Remote. It runs rclone once to check that
 // the root exists and is a directory (on bucket-based remotes every path of
@@ -84,12 +92,28 @@ func New(ctx context.Context, cfg Config, create bool) (*Remote, error) {
 		r.global = append(r.global, "--config", cfg.ConfigFile)
 	}
 	r.global = append(r.global, globalFlags...)
+	stall := cfg.Stall
+	if stall <= 0 {
+		stall = storage.DefaultStall
+	}
+	r.global = append(r.global, "--timeout", stall.String())
 	r.env = cfg.Env
 	if r.env == nil {
 		r.env = os.Environ()
 	}
 
-	info, err := r.statPath(ctx, r.root)
+	// The check is a replayable step: storage.Retry retries it under the
+	// policy of ctx (backends.Open gives the wrapper's), else runs it once.
+	statRoot := func() (lsItem, error) {
+		var it lsItem
+		err := storage.Retry(ctx, "open", func(ctx context.Context) error {
+			var err error
+			it, err = r.statPath(ctx, r.root)
+			return classify(err)
+		})
+		return it, err
+	}
+	info, err := statRoot()
 	if err != nil && envValue(r.env, "AWS_CA_BUNDLE") != "" &&
 		strings.Contains(strings.ToLower(err.Error()), "loadcustomcabundleerror") {
 		// rclone 1.60's S3 backend cannot use AWS_CA_BUNDLE at all (see the
@@ -97,7 +121,7 @@ func New(ctx context.Context, cfg Config, create bool) (*Remote, error) {
 		// system roots.
 		r.env = envWithout(r.env, "AWS_CA_BUNDLE")
 		r.caDropped = true
-		info, err = r.statPath(ctx, r.root)
+		info, err = statRoot()
 	}
 	switch {
 	case errors.Is(err, storage.ErrNotFound) && create:
@@ -143,27 +167,6 @@ func (r *Remote) redact(msg string) string {
 	return strings.ReplaceAll(msg, r.rem.name+r.rem.params, r.rem.name+",…")
 }
 
-// checkName rejects names that are not clean, relative, '/'-separated paths,
-// names with control characters (rclone reads names line by line from
-// --files-from-raw), and names that would collide with Put's temporary
-// objects.
-func checkName(name string) error {
-	if !fs.ValidPath(name) || name == "." || strings.Contains(name, `\`) {
-		return fmt.Errorf("invalid object name %q: want a relative '/'-separated path without empty, '.' or '..' elements", name)
-	}
-	for _, c := range name {
-		if c < 0x20 || c == 0x7f {
-			return fmt.Errorf("invalid object name %q: control characters are not allowed", name)
-		}
-	}
-	for _, el := range strings.Split(name, "/") {
-		if strings.HasPrefix(el, tmpPrefix) {
-			return fmt.Errorf("invalid object name %q: elements starting with %q are reserved for temporary objects", name, tmpPrefix)
-		}
-	}
-	return nil
-}
-
 // lsItem is one entry of rclone lsjson.
 type lsItem struct {
 	Path    string
@@ -191,9 +194,6 @@ func (r *Remote) statPath(ctx context.Context, p string) (lsItem, error) {
 
 // Stat describes the object name.
 func (r *Remote) Stat(ctx context.Context, name string) (storage.Info, error) {
-	if err := checkName(name); err != nil {
-		return storage.Info{}, fmt.Errorf("rclone stat: %w", err)
-	}
 	info, err := r.stat(ctx, name)
 	if err != nil {
 		return storage.Info{}, fmt.Errorf("rclone stat %q: %w", name, err)
@@ -218,51 +218,108 @@ func (r *Remote) stat(ctx context.Context, name string) (storage.Info, error) {
 
 // Get streams the object name.
 func (r *Remote) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	if err := checkName(name); err != nil {
-		return nil, fmt.Errorf("rclone get: %w", err)
-	}
+	rc, _, err := r.GetRange(ctx, name, 0, "")
+	return rc, err
+}
+
+// GetRange opens the object name at byte off (storage.RangeGetter). A
+// first read (off 0, pin "") runs rclone cat only and returns pin "";
+// otherwise an rclone lsjson --stat first gives the object's size and
+// modification time, which make the pin, bound the bytes cat must print and
+// tell a changed object (storage.ErrChanged). See the package
+// documentation, "Resumed reads".
+func (r *Remote) GetRange(ctx context.Context, name string, off int64, pin string) (io.ReadCloser, string, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("rclone get %q: %w", name, err)
+		return nil, "", fmt.Errorf("rclone get %q: %w", name, err)
+	}
+	if off < 0 {
+		return nil, "", fmt.Errorf("rclone get %q: negative offset %d", name, off)
+	}
+	want := int64(-1) // bytes cat must print; -1: not known
+	got := ""
+	if off > 0 || pin != "" {
+		if r.rangeIgnored.Load() {
+			return nil, "", fmt.Errorf("rclone get %q: cannot resume at byte %d: %w", name, off, errRangeIgnored)
+		}
+		info, err := r.stat(ctx, name)
+		if err != nil {
+			return nil, "", fmt.Errorf("rclone get %q: %w", name, err)
+		}
+		got = statPin(info)
+		switch {
+		case pin != "" && got != pin:
+			return nil, "", fmt.Errorf("rclone get %q: %w (size and modification time %s, was %s)", name, storage.ErrChanged, got, pin)
+		case info.Size < off:
+			return nil, "", fmt.Errorf("rclone get %q: %w (%d bytes, the read had reached byte %d)", name, storage.ErrChanged, info.Size, off)
+		case info.Size == off:
+			// Nothing to print, and rclone would not say so: cat --offset
+			// at the end prints the whole object on some S3 servers
+			// (versitygw answers the unsatisfiable range with all of it).
+			return io.NopCloser(bytes.NewReader(nil)), got, nil
+		}
+		want = info.Size - off
 	}
 	// --files-from-raw names exactly one file relative to the root, and
 	// --no-traverse makes rclone look it up directly instead of listing
 	// directories. A missing file is "no files transferred", exit code 9.
-	p, err := r.start(ctx, startOpts{stdin: strings.NewReader(name + "\n"), pipeOut: true},
-		"cat", "--no-traverse", "--error-on-no-transfer", "--files-from-raw", "-", "--", r.root)
+	args := []string{"--no-traverse", "--error-on-no-transfer", "--files-from-raw", "-"}
+	if off > 0 {
+		args = append(args, "--offset", strconv.FormatInt(off, 10))
+	}
+	args = append(args, "--", r.root)
+	p, err := r.start(ctx, startOpts{stdin: strings.NewReader(name + "\n"), pipeOut: true}, "cat", args...)
 	if err != nil {
-		return nil, fmt.Errorf("rclone get %q: %w", name, err)
+		return nil, "", fmt.Errorf("rclone get %q: %w", name, err)
 	}
 	br := bufio.NewReaderSize(p.stdout, 64<<10)
 	if _, peekErr := br.Peek(1); peekErr != nil {
 		// Nothing came: an empty object, a missing one, or a failure.
 		werr := p.wait()
 		switch c := exitCode(werr); {
+		case werr == nil && errors.Is(peekErr, io.EOF) && want <= 0:
+			return io.NopCloser(bytes.NewReader(nil)), got, nil
 		case werr == nil && errors.Is(peekErr, io.EOF):
-			return io.NopCloser(bytes.NewReader(nil)), nil
+			// The object shrank or went away between the stat and cat
+			// (a retry's stat tells), or rclone printed nothing.
+			return nil, "", fmt.Errorf("rclone get %q: %w", name, storage.Retryable(fmt.Errorf("rclone cat printed nothing from byte %d of a %d-byte object", off, off+want)))
 		case werr == nil:
-			return nil, fmt.Errorf("rclone get %q: read: %w", name, peekErr)
+			return nil, "", fmt.Errorf("rclone get %q: read: %w", name, peekErr)
 		case c == exitNoTransfer || c == exitDirNotFound || c == exitFileNotFound:
-			return nil, fmt.Errorf("rclone get %q: %w", name, storage.ErrNotFound)
+			return nil, "", fmt.Errorf("rclone get %q: %w", name, storage.ErrNotFound)
 		case c > 0:
 			// Some remotes fail instead ("is a directory not a file",
 			// "not a directory"): ask whether the object exists.
 			if _, serr := r.stat(ctx, name); errors.Is(serr, storage.ErrNotFound) {
-				return nil, fmt.Errorf("rclone get %q: %w (%v)", name, storage.ErrNotFound, werr)
+				return nil, "", fmt.Errorf("rclone get %q: %w (%v)", name, storage.ErrNotFound, werr)
 			}
 		}
-		return nil, fmt.Errorf("rclone get %q: %w", name, classify(werr))
+		return nil, "", fmt.Errorf("rclone get %q: %w", name, classify(werr))
 	}
-	return &getReader{p: p, br: br, name: name}, nil
+	return &getReader{r: r, p: p, br: br, name: name, off: off, left: want}, got, nil
 }
+
+// statPin identifies one version of an object for a resumed read: its size
+// and modification time, as lsjson reports them.
+func statPin(info storage.Info) string {
+	return strconv.FormatInt(info.Size, 10) + "@" + info.ModTime.UTC().Format(time.RFC3339Nano)
+}
+
+// errRangeIgnored: rclone cat --offset printed more than the object holds
+// from that offset, so the remote served the object from its start.
+var errRangeIgnored = errors.New("the remote ignores read offsets (rclone cat --offset printed the object from its start)")
 
 // getReader streams rclone cat's output; at EOF it returns rclone's error,
 // if any, instead of io.EOF, so that a failure mid-stream is not mistaken
 // for the end of the object. Close may be called concurrently with a Read
-// to abort it.
+// to abort it. When the object's size is known (a resumed read), more
+// bytes than it holds from off are an error, and so are fewer.
 type getReader struct {
+	r    *Remote
 	p    *proc
 	br   *bufio.Reader
 	name string
+	off  int64 // where the read started
+	left int64 // bytes still due; -1: not known
 
 	closed atomic.Bool
 	once   sync.Once
@@ -273,9 +330,33 @@ func (g *getReader) Read(b []byte) (int, error) {
 	if g.closed.Load() {
 		return 0, fmt.Errorf("rclone get %q: read after Close", g.name)
 	}
+	if g.left == 0 {
+		// All due bytes came; anything more is not this object's tail.
+		if _, err := g.br.Peek(1); err == nil {
+			g.r.rangeIgnored.Store(true)
+			g.terminate()
+			g.once.Do(func() {
+				_ = g.p.wait()
+				g.err = fmt.Errorf("rclone get %q from byte %d: %w", g.name, g.off, errRangeIgnored)
+			})
+			return 0, g.err
+		}
+	}
+	if g.left > 0 && int64(len(b)) > g.left {
+		b = b[:g.left]
+	}
 	n, err := g.br.Read(b)
+	if g.left > 0 {
+		g.left -= int64(n)
+	}
 	if err != nil {
-		return n, g.finish(err)
+		err = g.finish(err)
+		if err == io.EOF && g.left > 0 {
+			// rclone succeeded but printed less than the object holds.
+			g.err = fmt.Errorf("rclone get %q: %w", g.name, storage.Retryable(fmt.Errorf("rclone cat ended %d bytes early", g.left)))
+			return n, g.err
+		}
+		return n, err
 	}
 	return n, nil
 }
@@ -298,13 +379,18 @@ func (g *getReader) finish(readErr error) error {
 	return g.err
 }
 
+// terminate stops rclone.
+func (g *getReader) terminate() {
+	_ = g.p.stdout.Close()
+	g.p.terminate()
+}
+
 // Close stops rclone if the object was not read to the end.
 func (g *getReader) Close() error {
 	if g.closed.Swap(true) {
 		return nil
 	}
-	_ = g.p.stdout.Close() // rclone's next write fails; a blocked Read returns
-	g.p.terminate()
+	g.terminate() // rclone's next write fails; a blocked Read returns
 	g.finish(nil)
 	return nil
 }
@@ -328,7 +414,7 @@ func (r *Remote) list(ctx context.Context, prefix string, fn func(storage.Info) 
 	dir := ""
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
 		dir = prefix[:i]
-		if checkName(dir) != nil {
+		if storage.CheckName(dir) != nil {
 			return nil // no object can have such a prefix ("../", "a//b", ...)
 		}
 	}
@@ -343,7 +429,7 @@ func (r *Remote) list(ctx context.Context, prefix string, fn func(storage.Info) 
 	}
 	var infos []storage.Info
 	decErr := decodeList(p.stdout, func(it lsItem) {
-		if it.IsDir || !strings.HasPrefix(it.Path, prefix) || hasTmpElement(it.Path) {
+		if it.IsDir || !strings.HasPrefix(it.Path, prefix) || storage.HasTmpElement(it.Path) {
 			return
 		}
 		infos = append(infos, storage.Info{Name: it.Path, Size: it.Size, ModTime: it.ModTime})
@@ -399,15 +485,6 @@ func decodeList(r io.Reader, fn func(lsItem)) error {
 	return nil
 }
 
-func hasTmpElement(name string) bool {
-	for _, el := range strings.Split(name, "/") {
-		if strings.HasPrefix(el, tmpPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // globEscape quotes the characters of rclone's filter glob syntax.
 func globEscape(s string) string {
 	var b strings.Builder
@@ -422,9 +499,6 @@ func globEscape(s string) string {
 
 // Remove deletes the object name.
 func (r *Remote) Remove(ctx context.Context, name string) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("rclone remove: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("rclone remove %q: %w", name, err)
 	}
@@ -444,9 +518,6 @@ func (r *Remote) Remove(ctx context.Context, name string) error {
 
 // Put stores r under name, create-only. See the package documentation.
 func (r *Remote) Put(ctx context.Context, name string, src io.Reader) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("rclone put: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("rclone put %q: %w", name, err)
 	}

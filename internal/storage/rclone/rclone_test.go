@@ -346,19 +346,6 @@ func TestGlobNames(t *testing.T) {
 	}
 }
 
-func TestCheckName(t *testing.T) {
-	for _, n := range []string{"a\nb", "a\rb", "x\x00", "a/.tmp-x/b", ".tmp-1"} {
-		if checkName(n) == nil {
-			t.Errorf("checkName(%q) = nil", n)
-		}
-	}
-	for _, n := range []string{"a", "a/b c/d", "x[1]", "snap/2024-01-02T03:04:05Z/m.json", "ünï"} {
-		if err := checkName(n); err != nil {
-			t.Errorf("checkName(%q) = %v", n, err)
-		}
-	}
-}
-
 func TestCleanStderr(t *testing.T) {
 	in := `2026/11/22 05:20:38 NOTICE: S3 bucket b: Streaming uploads using chunk size 5Mi will have maximum file size of 48.828Gi
 2026/11/22 05:20:38 ERROR : x: Failed to copy: RequestError: send request failed

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
@@ -32,6 +33,10 @@ type Config struct {
 	// shared credentials file and profile, then IAM: web identity, ECS, EC2).
 	// Nil means the chain. Never part of Location or any error message.
 	Credentials *credentials.Credentials
+	// Stall fails a request whose connection moves no byte for this long
+	// (storage.IdleTimeoutDialer); 0 means storage.DefaultStall. The
+	// storage wrapper then retries it.
+	Stall time.Duration
 }
 
 // Query parameters of s3:// URLs.

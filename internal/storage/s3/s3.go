@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -36,11 +35,10 @@ const (
 	partSize = 8 << 20
 	// maxParts is S3's limit on the number of parts of an upload.
 	maxParts = 10000
-	// maxRetries bounds minio-go's own retries of one request (with backoff
-	// of at most 1 s between tries), so that an unreachable server is
-	// reported within seconds; callers retry storage.IsRetryable errors at
-	// their level.
-	maxRetries = 5
+	// maxRetries turns minio-go's own retries off: storage.Wrap retries
+	// every operation, and each step of an upload through storage.Retry,
+	// under one budget (--storage-timeout).
+	maxRetries = 1
 	// abortTimeout bounds the cleanup of a failed multipart upload, which
 	// runs even when the caller's context is cancelled.
 	abortTimeout = time.Minute
@@ -104,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 %s: %w", cfg.Location(), err)
 	}
+	transport.DialContext = storage.IdleTimeoutDialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, cfg.Stall)
 	client, err := minio.New(endpoint, &minio.Options{
 		Creds:        creds,
 		Secure:       cfg.Secure,
@@ -119,10 +118,15 @@ func New(ctx context.Context, cfg Config) (*Bucket, error) {
 	if prefix != "" {
 		b.prefix = prefix + "/"
 	}
-	ok, err := client.BucketExists(ctx, cfg.Bucket)
+	var ok bool
+	err = storage.Retry(ctx, "check bucket", func(ctx context.Context) error {
+		var err error
+		ok, err = client.BucketExists(ctx, cfg.Bucket)
+		return classify(err)
+	})
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("s3 %s: check bucket: %w%s", b.Location(), classify(err), hint(err))
+		return nil, fmt.Errorf("s3 %s: check bucket: %w%s", b.Location(), err, hint(err))
 	}
 	if !ok {
 		b.Close()
@@ -156,20 +160,8 @@ func (b *Bucket) Close() error {
 
 func (b *Bucket) key(name string) string { return b.prefix + name }
 
-// checkName rejects names that are not clean, relative, '/'-separated paths,
-// so that every backend accepts the same names.
-func checkName(name string) error {
-	if !fs.ValidPath(name) || name == "." || strings.Contains(name, `\`) {
-		return fmt.Errorf("invalid object name %q: want a relative '/'-separated path without empty, '.' or '..' elements", name)
-	}
-	return nil
-}
-
 // Put stores r under name, create-only. See storage.Backend for the contract.
 func (b *Bucket) Put(ctx context.Context, name string, r io.Reader) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("s3 put: %w", err)
-	}
 	err := b.put(ctx, name, r)
 	if err == nil {
 		return nil
@@ -190,9 +182,14 @@ func (b *Bucket) put(ctx context.Context, name string, r io.Reader) error {
 	// that ignore that header. Write-only credentials may not HEAD objects
 	// (AWS answers 403 for missing keys without s3:ListBucket): then rely on
 	// If-None-Match alone.
-	if _, err := b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{}); err == nil {
+	err := storage.Retry(ctx, "check for existing object", func(ctx context.Context) error {
+		_, err := b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
+		return classify(err)
+	})
+	switch {
+	case err == nil:
 		return storage.ErrExists
-	} else if err = classify(err); !errors.Is(err, storage.ErrNotFound) && !isAccessDenied(err) {
+	case !errors.Is(err, storage.ErrNotFound) && !isAccessDenied(err):
 		return fmt.Errorf("check for existing object: %w", err)
 	}
 
@@ -245,6 +242,12 @@ func (b *Bucket) unsupportedConditional(err error) bool {
 
 // putSingle stores a small object in one PUT.
 func (b *Bucket) putSingle(ctx context.Context, key string, data []byte, token string) error {
+	return storage.Retry(ctx, "upload", func(ctx context.Context) error {
+		return b.putSingleOnce(ctx, key, data, token)
+	})
+}
+
+func (b *Bucket) putSingleOnce(ctx context.Context, key string, data []byte, token string) error {
 	for {
 		opts := b.conditional()
 		opts.PartSize = partSize
@@ -278,12 +281,17 @@ func (b *Bucket) isOurs(ctx context.Context, key, token string) bool {
 // part buffers are in use. On any failure the upload is aborted, which
 // deletes its parts; nothing becomes visible.
 func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r io.Reader, token string) (err error) {
-	uploadID, err := b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{
-		UserMetadata: map[string]string{tokenMeta: token},
+	var uploadID string
+	err = storage.Retry(ctx, "start multipart upload", func(ctx context.Context) error {
+		var err error
+		uploadID, err = b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{
+			UserMetadata: map[string]string{tokenMeta: token},
+		})
+		return classify(err)
 	})
 	if err != nil {
 		bufPool.Put(first)
-		return fmt.Errorf("start multipart upload: %w", classify(err))
+		return fmt.Errorf("start multipart upload: %w", err)
 	}
 	defer func() {
 		if err == nil {
@@ -329,10 +337,15 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 		defer close(done)
 		for p := range work {
 			if upErr == nil {
-				op, err := b.core.PutObjectPart(uctx, b.cfg.Bucket, key, uploadID, p.num,
-					bytes.NewReader((*p.buf)[:p.n]), int64(p.n), minio.PutObjectPartOptions{})
+				var op minio.ObjectPart
+				err := storage.Retry(uctx, "upload part", func(ctx context.Context) error {
+					var err error
+					op, err = b.core.PutObjectPart(ctx, b.cfg.Bucket, key, uploadID, p.num,
+						bytes.NewReader((*p.buf)[:p.n]), int64(p.n), minio.PutObjectPartOptions{})
+					return classify(err)
+				})
 				if err != nil {
-					upErr = fmt.Errorf("upload part %d: %w", p.num, classify(err))
+					upErr = fmt.Errorf("upload part %d: %w", p.num, err)
 					cancel() // stop the reader
 				} else {
 					parts = append(parts, minio.CompletePart{
@@ -389,15 +402,16 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 		return readErr
 	}
 
-	for {
-		_, err = b.core.CompleteMultipartUpload(ctx, b.cfg.Bucket, key, uploadID, parts, b.conditional())
-		if err != nil && b.unsupportedConditional(err) {
-			continue
+	err = storage.Retry(ctx, "complete multipart upload", func(ctx context.Context) error {
+		for {
+			_, err := b.core.CompleteMultipartUpload(ctx, b.cfg.Bucket, key, uploadID, parts, b.conditional())
+			if err != nil && b.unsupportedConditional(err) {
+				continue
+			}
+			return classify(err)
 		}
-		break
-	}
+	})
 	if err != nil {
-		err = classify(err)
 		if errors.Is(err, storage.ErrExists) && b.isOurs(ctx, key, token) {
 			return nil
 		}
@@ -406,23 +420,45 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 	return nil
 }
 
+var _ storage.RangeGetter = (*Bucket)(nil)
+
 // Get opens the object name for reading.
 func (b *Bucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	if err := checkName(name); err != nil {
-		return nil, fmt.Errorf("s3 get: %w", err)
+	rc, _, err := b.GetRange(ctx, name, 0, "")
+	return rc, err
+}
+
+// GetRange opens the object name from byte off, pinned by its ETag: a
+// resumed read sends If-Match with the ETag the first read returned, so a
+// different object under the same name is never spliced in.
+func (b *Bucket) GetRange(ctx context.Context, name string, off int64, pin string) (io.ReadCloser, string, error) {
+	var opts minio.GetObjectOptions
+	if off > 0 {
+		if err := opts.SetRange(off, 0); err != nil {
+			return nil, "", fmt.Errorf("s3 get %q: %w", name, err)
+		}
 	}
-	body, _, _, err := b.core.GetObject(ctx, b.cfg.Bucket, b.key(name), minio.GetObjectOptions{})
+	if pin != "" {
+		if err := opts.SetMatchETag(pin); err != nil {
+			return nil, "", fmt.Errorf("s3 get %q: %w", name, err)
+		}
+	}
+	body, oi, _, err := b.core.GetObject(ctx, b.cfg.Bucket, b.key(name), opts)
 	if err != nil {
-		return nil, fmt.Errorf("s3 get %q: %w", name, classify(err))
+		var resp minio.ErrorResponse
+		switch {
+		case errors.As(err, &resp) && pin != "" && (resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusPreconditionFailed):
+			return nil, "", fmt.Errorf("s3 get %q: %w (its ETag is no longer %s)", name, storage.ErrChanged, pin)
+		case errors.As(err, &resp) && off > 0 && (resp.Code == "InvalidRange" || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable):
+			return io.NopCloser(strings.NewReader("")), pin, nil // off is the object's size
+		}
+		return nil, "", fmt.Errorf("s3 get %q: %w", name, classify(err))
 	}
-	return body, nil
+	return body, oi.ETag, nil
 }
 
 // Stat describes the object name.
 func (b *Bucket) Stat(ctx context.Context, name string) (storage.Info, error) {
-	if err := checkName(name); err != nil {
-		return storage.Info{}, fmt.Errorf("s3 stat: %w", err)
-	}
 	oi, err := b.client.StatObject(ctx, b.cfg.Bucket, b.key(name), minio.StatObjectOptions{})
 	if err != nil {
 		return storage.Info{}, fmt.Errorf("s3 stat %q: %w", name, classify(err))
@@ -433,9 +469,6 @@ func (b *Bucket) Stat(ctx context.Context, name string) (storage.Info, error) {
 // Remove deletes the object name. S3 deletes are idempotent, so Remove checks
 // first that the object exists, to report ErrNotFound like other backends.
 func (b *Bucket) Remove(ctx context.Context, name string) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("s3 remove: %w", err)
-	}
 	key := b.key(name)
 	if _, err := b.client.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{}); err != nil {
 		return fmt.Errorf("s3 remove %q: %w", name, classify(err))
