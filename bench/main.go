@@ -1,17 +1,3 @@
-// Command bench measures etcd-backup's snapshot and restore against the
-// tools people use today (etcdctl snapshot save, rclone, etcdutl snapshot
-// restore) on a real 3-member etcd cluster, and writes BENCHMARKS.md.
-//
-//	go run ./bench -out BENCHMARKS.md                   # everything (about 30 min on 2 CPUs)
-//	go run ./bench -sizes 64MiB -runs 2 -out /tmp/b.md  # quick check (about 1 min)
-//
-// To weigh a candidate change, build it elsewhere and measure it side by
-// side with the current code:
-//
-//	go run ./bench -sizes 1GiB -runs 3 -variants c,x1 -also fix=/tmp/etcd-backup-fix -out /tmp/fix.md
-//
-// It needs the binaries of scripts/install-test-deps.sh (etcd, etcdctl and
-// etcdutl 3.6.16, versitygw, rclone) and builds etcd-backup itself.
 package main
 
 import (

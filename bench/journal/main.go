@@ -1,27 +1,3 @@
-// Command journal measures the continuous journal (`etcd-backup agent
-// --continuous`) on a real 3-member etcd cluster with a file:// repository,
-// and writes the "Continuous journal" section of BENCHMARKS.md (between the
-// markers <!-- journal:begin --> and <!-- journal:end -->; the rest of the
-// file is left alone):
-//
-//  1. RPO: steady acknowledged writes at 1000 txn/s with an agent per member
-//     (--leader-only --journal-flush 1s), then every etcd member and every
-//     agent SIGKILLed at once; `restore latest` into a fresh member; how many
-//     acknowledged writes are missing, and how many seconds of them.
-//
-//  2. Agent cost: the leader's agent's CPU and peak RSS under 1000 and 5000
-//     txn/s (or what the machine sustains), and whether it keeps up.
-//
-//  3. etcd put latency (p50, p99) at 1000 txn/s with and without the agent.
-//
-//  4. Replay speed: `restore latest` of a journal of ≥ 100k events vs
-//     `restore --no-journal`.
-//
-//     go run ./bench/journal -out BENCHMARKS.md          # everything (about 7 min on 2 CPUs)
-//     go run ./bench/journal -quick -out /tmp/j.md       # sanity run (about 1 min)
-//
-// It needs etcd 3.6.16 from scripts/install-test-deps.sh (.cache/test-bin)
-// and builds etcd-backup and ../spawner itself.
 package main
 
 import (

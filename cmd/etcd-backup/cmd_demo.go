@@ -21,7 +21,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
-	"github.com/etcd-backup/etcd-backup/internal/storage/local"
+	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
 )
 
 type demoOptions struct {
@@ -98,8 +98,12 @@ func runDemo(ctx context.Context, g *Globals, o *demoOptions) error {
 	say("2. wrote %d keys", len(want))
 
 	// 2. Back up.
-	repoDir := filepath.Join(dir, "repo")
-	b, err := local.New(repoDir, true)
+	// An absolute path: a relative --dir with a colon must not read as a URL.
+	repoDir, err := filepath.Abs(filepath.Join(dir, "repo"))
+	if err != nil {
+		return err
+	}
+	b, err := backends.Open(ctx, repoDir, backends.Options{Create: true})
 	if err != nil {
 		return err
 	}

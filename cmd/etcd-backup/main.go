@@ -1,8 +1,3 @@
-// Command etcd-backup backs up etcd v3 clusters to storage that outlives
-// them and restores a healthy multi-member cluster from those backups.
-//
-// This package is cobra wiring only: one file per command, and the mapping
-// from errors to the documented exit codes. It is the only caller of os.Exit.
 package main
 
 import (

@@ -51,4 +51,6 @@
 //
 // AfterBackup runs after each backup the agent published, holding the run
 // semaphore: the place where prune (and, later, restore drills) hook in.
+//
+// Imports: internal/backup, internal/continuous, internal/etcd, internal/format, internal/repo, github.com/prometheus/client_golang
 package agent

@@ -4,4 +4,6 @@
 //
 // It composes internal/etcd, internal/format and internal/repo; it must not
 // import etcd server packages or any concrete storage backend.
+//
+// Imports: internal/etcd, internal/format, internal/repo, internal/version
 package backup

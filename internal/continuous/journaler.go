@@ -1,22 +1,3 @@
-// Package continuous records etcd's history between full snapshots: a watch
-// on the whole key space from a snapshot's revision+1 whose events are sealed
-// into journal segments (internal/journal) every flush interval.
-//
-// Guarantees:
-//   - A segment starting at revision S holds every event etcd emitted with a
-//     revision in [S, end]: it is written by one watch that started at or
-//     before S. The next segment of the chain starts at end+1.
-//   - Segment manifests are create-only and named by their start revision, so
-//     of two writers (an old and a new leader's agent) sealing at the same
-//     start, exactly one wins; the loser drops what the winner covers and
-//     goes on after it. No gap and no overlap, whoever writes.
-//   - Memory is bounded: while the uploader is busy and the segment being
-//     filled has reached its size limit, the watch is cancelled (the etcd
-//     client buffers a watch without bound when it is not read) and opened
-//     again after the last revision held once the uploader takes the
-//     segment; etcd holds the events in its history meanwhile.
-//   - Nothing unsealed is trusted: after a crash, the next writer starts
-//     from the last sealed revision in the repository.
 package continuous
 
 import (

@@ -1,14 +1,3 @@
-// Package drill runs a restore drill of one backup: fetch it through every
-// check of docs/format.md, build a data dir from it with etcd's restore as a
-// one-member cluster, start that member in-process on loopback ports, read
-// every key back, and compare what a real etcd serves with what the backup
-// claims: the key count of etcd's snapshot status reader, the manifest's
-// revision, and etcd's HashKV at the recorded hash_kv revision. Everything
-// happens in a temporary directory that is removed whatever happens.
-//
-// `verify --drill` and the agent's --drill-every call it. It composes
-// internal/restore (Fetch), internal/datadir, internal/embedded and
-// internal/etcd; it never touches a real data dir.
 package drill
 
 import (

@@ -1,5 +1,3 @@
-// Package fsutil holds the crash-safe file write the commands share. It
-// imports only the standard library.
 package fsutil
 
 import (

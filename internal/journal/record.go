@@ -1,6 +1,3 @@
-// Package journal holds the continuous journal: the etcd events recorded
-// between full snapshots, their byte framing (docs/format.md, "Journal
-// segments"), and the rules that make a chain of segments restorable.
 package journal
 
 import (

@@ -59,4 +59,6 @@
 // discarded. When the journal ends before Options.ToRevision, the error
 // wraps ErrNotCovered and Result.Revision is the last revision the journal
 // covers.
+//
+// Imports: internal/format, internal/journal, go.etcd.io/etcd/server/v3
 package replay

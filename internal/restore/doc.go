@@ -4,4 +4,6 @@
 // the backup completely before it touches the data directory.
 //
 // It must not import concrete storage backends or the etcd client.
+//
+// Imports: internal/datadir, internal/format, internal/journal, internal/replay, internal/repo
 package restore

@@ -1,8 +1,3 @@
-// Package storage defines the Backend interface every repository store
-// implements and the errors its methods return. One package per backend
-// lives below it; internal/storage/backends maps a repository URL to one.
-// Backends know nothing about etcd, backups or the repository layout; they
-// store named, immutable objects.
 package storage
 
 import (

@@ -78,4 +78,6 @@
 // and rename). ProtectHome=read-only instead of yes when a configured path
 // is under /home, /root or /run/user, and no PrivateTmp when one is under
 // /tmp or /var/tmp, so hardening never hides a file the service needs.
+//
+// Imports: internal/fsutil
 package systemd

@@ -1,4 +1,3 @@
-// Package version holds the build's version strings, set with -ldflags.
 package version
 
 import "runtime/debug"

@@ -1,6 +1,3 @@
-// Package drilltest makes damaged backups for tests: a backup altered inside
-// its bbolt file with every checksum recomputed, which only a restore drill
-// (etcd's HashKV) can tell from a good one. Tests only.
 package drilltest
 
 import (

@@ -29,4 +29,6 @@
 //
 // It must not import etcd packages or anything that knows about backups or
 // the repository layout; it stores opaque named objects only.
+//
+// Imports: internal/storage, github.com/minio/minio-go/v7
 package s3

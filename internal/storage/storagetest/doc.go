@@ -7,4 +7,6 @@
 //
 // It is imported only from _test.go files. It must not import backends (they
 // import it in their tests) nor etcd packages.
+//
+// Imports: internal/storage
 package storagetest
