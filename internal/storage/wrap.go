@@ -131,13 +131,9 @@ func (k *kickReader) Read(p []byte) (int, error) {
 }
 
 // holds reports whether the object name holds exactly the bytes of s from
-// start on.
+// start on. It compares chunk by chunk: s may be a large file.
 func (w *wrapped) holds(ctx context.Context, name string, s io.ReadSeeker, start int64) bool {
 	if _, err := s.Seek(start, io.SeekStart); err != nil {
-		return false
-	}
-	want, err := io.ReadAll(s)
-	if err != nil {
 		return false
 	}
 	rc, err := w.Get(ctx, name)
@@ -145,8 +141,26 @@ func (w *wrapped) holds(ctx context.Context, name string, s io.ReadSeeker, start
 		return false
 	}
 	defer rc.Close()
-	got, err := io.ReadAll(io.LimitReader(rc, int64(len(want))+1))
-	return err == nil && bytes.Equal(got, want)
+	a, b := make([]byte, 256<<10), make([]byte, 256<<10)
+	for {
+		n, errA := io.ReadFull(s, a)
+		m, errB := io.ReadFull(rc, b[:n+1]) // one more: the object must end too
+		if errA == io.ErrUnexpectedEOF {
+			errA = io.EOF
+		}
+		if errB == io.ErrUnexpectedEOF {
+			errB = io.EOF
+		}
+		if m != n || !bytes.Equal(a[:n], b[:m]) {
+			return false
+		}
+		switch {
+		case errA == io.EOF && errB == io.EOF:
+			return true
+		case errA != nil || errB != nil:
+			return false
+		}
+	}
 }
 
 // Stat describes the object name.

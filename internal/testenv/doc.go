@@ -2,6 +2,14 @@
 // finding test binaries (Bin), free loopback ports (FreePort) and a real
 // S3-compatible server (StartS3, versitygw on 127.0.0.1).
 //
+// StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
+// (use its Addr as the S3 endpoint) that injects what real object stores and
+// flaky networks do, as set with FaultProxy.Set: 503 SlowDown answers, response
+// bodies cut short, stalled requests, added latency and a dead endpoint. It
+// forwards requests unchanged (Host header included, so SigV4 signatures
+// made for the proxy's address stay valid) and counts requests and bytes
+// (FaultProxy.Stats), e.g. to check how much a backup read from storage.
+//
 // A missing binary fails the test with a hint instead of skipping it: the
 // binaries are installed by scripts/install-test-deps.sh (make test does), and
 // a silently skipped test hides a broken setup.
