@@ -34,6 +34,7 @@ type agentOptions struct {
 	Grace        time.Duration
 	prune        pruneOptions // retention after each backup: --keep-* as prune
 	DrillEvery   time.Duration
+	VerifyEvery  time.Duration
 	Continuous   bool
 	JournalFlush time.Duration
 	JournalMax   int
@@ -51,11 +52,12 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "/healthz fails when the newest backup in the repository is older than this (default 3 intervals)")
 	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
 	o.prune.addPolicyFlags(fs)
-	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
+	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): read it back, restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
+	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
 	fs.DurationVar(&o.JournalFlush, "journal-flush", continuous.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
 	fs.IntVar(&o.JournalMax, "journal-max-segment", continuous.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
-	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for retention to verify encrypted backups completely (without it: stored checksums only)")
+	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for --verify-every and --drill-every to check encrypted backups completely (--verify-every without it: stored size and sha256 only; a drill needs it)")
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {
@@ -83,6 +85,16 @@ HTTP on --listen (default 127.0.0.1:9785, no authentication):
                   --max-age (default 3 intervals), 503 with the reason otherwise
   GET  /status    JSON: last runs, newest backup, leader state, next run
   POST /backup    back up now; answers {"id": ...} or {"error": ...}
+
+After each backup it publishes, the agent applies the --keep-* retention
+policy like 'prune'. The newest verified backup is always kept; "verified"
+there means checked when written and still present with its recorded size,
+which costs no download. --verify-every reads the newest backup back in
+full (like 'verify latest') on its own schedule, --drill-every restores it
+into a throwaway etcd; both run in a child process and report
+etcd_backup_{verify,drill}_runs_total{result="success|failure|error"}:
+failure means the backup is damaged (exit 4), error that it could not be
+checked (storage down, missing key, ...).
 
 systemd (etcd-backup-agent.service, Type=notify): READY=1 once listening,
 WATCHDOG=1 when WatchdogSec= is set, STATUS= after each run, STOPPING=1 on
@@ -125,8 +137,8 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		sched = agent.Every(o.Interval)
 	}
 	switch {
-	case o.Jitter < 0, o.MaxAge < 0, o.Grace < 0, o.RetryBackoff < 0:
-		return usagef("--jitter, --max-age, --grace and --retry-backoff cannot be negative")
+	case o.Jitter < 0, o.MaxAge < 0, o.Grace < 0, o.RetryBackoff < 0, o.DrillEvery < 0, o.VerifyEvery < 0:
+		return usagef("--jitter, --max-age, --grace, --retry-backoff, --drill-every and --verify-every cannot be negative")
 	case o.RetryMax < 0:
 		return usagef("--retry-max cannot be negative")
 	case o.snap.Level < 1 || o.snap.Level > 4:
@@ -137,6 +149,11 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 	recipients, err := parseRecipients(o.snap.EncryptTo, o.snap.EncryptToFile)
 	if err != nil {
 		return err
+	}
+	if _, err := readIdentities(o.prune.Identity); err != nil {
+		// Only verifies and drills use it: back up anyway; they will count
+		// result="error" until the key is readable.
+		g.log.Warn("cannot read --identity; verifies and drills of encrypted backups will fail", "error", err)
 	}
 	if g.Repo == "" {
 		_, err := g.openRepo(ctx, false) // the usage error
@@ -209,37 +226,42 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 	if err != nil {
 		return err
 	}
-	if o.DrillEvery > 0 {
-		d := newDrillLoop(o.DrillEvery, drillArgs(g, o.prune.Identity), g.log, reg)
-		if o.LeaderOnly {
-			d.isLeader = leaderCheck(cli, cfg.Endpoint)
+	for _, c := range []struct {
+		mode  checkMode
+		every time.Duration
+	}{{verifyMode, o.VerifyEvery}, {drillMode, o.DrillEvery}} {
+		if c.every <= 0 {
+			continue
 		}
-		dctx, stop := context.WithCancel(ctx)
+		l := newCheckLoop(c.mode, c.every, checkArgs(g, o.prune.Identity), g.log, reg)
+		if o.LeaderOnly {
+			l.isLeader = leaderCheck(cli, cfg.Endpoint)
+		}
+		lctx, stop := context.WithCancel(ctx)
 		defer stop()
-		go d.run(dctx)
+		go l.run(lctx)
 	}
 	return a.Run(ctx)
 }
 
 // afterBackup applies the retention policy (--keep-*) after each backup
-// this agent published, like 'etcd-backup prune' would. nil when no
-// policy is set.
+// this agent published, like 'etcd-backup prune' (without --read-back)
+// would. nil when no policy is set.
 func afterBackup(g *Globals, o *agentOptions) func(context.Context) error {
 	policy := o.prune.policy()
 	if policy.Empty() {
 		return nil
 	}
 	return func(ctx context.Context) error {
-		ids, err := readIdentities(o.prune.Identity)
-		if err != nil {
-			return err
-		}
 		r, err := g.openRepo(ctx, false)
 		if err != nil {
 			return err
 		}
 		defer closeRepo(r)
-		rep, err := prune.Run(ctx, r, policy, prune.Options{Identities: ids, Logger: g.log, OrphanAge: time.Duration(o.prune.OrphanAge)})
+		// Not ReadBack: the newest verified backup is the newest whose
+		// payload is present with its recorded size, which reads no
+		// payload byte. Reading backups back is --verify-every's job.
+		rep, err := prune.Run(ctx, r, policy, prune.Options{Logger: g.log, OrphanAge: time.Duration(o.prune.OrphanAge)})
 		if err != nil {
 			return fmt.Errorf("retention: %w", err)
 		}

@@ -146,26 +146,81 @@ func TestPruneCommand(t *testing.T) {
 		}
 	})
 
-	t.Run("newest damaged", func(t *testing.T) {
+	// Bytes damaged in place, size intact: the presence check keeps the
+	// backup as the newest verified (it was checked when written and is
+	// there with its size); --read-back reads it and skips it.
+	t.Run("newest damaged in place", func(t *testing.T) {
 		root, ms := pruneFixture(t, days...)
 		p := filepath.Join(root, "clusters", "default", "snapshots", ms[3].Payload)
 		b, _ := os.ReadFile(p)
 		b[len(b)/2] ^= 1
 		os.WriteFile(p, b, 0o600)
 		t.Setenv("ETCD_BACKUP_KEEP_LAST", "1") // flags come from the environment too
-		code, stdout, stderr := runSystemdCLI(t, "prune", "--repo", root)
+		code, stdout, stderr := runSystemdCLI(t, "prune", "--repo", root, "--dry-run")
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"FAILS VERIFICATION", "newest verified backup: " + ms[2].ID, "removed 2 backups"} {
+		for _, want := range []string{"newest verified backup: " + ms[3].ID + " (checked when written; manifest intact, payload present with its recorded size",
+			"would remove 3 backups"} {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("output lacks %q:\n%s", want, stdout)
+			}
+		}
+		if strings.Contains(stdout, "FAILS VERIFICATION") {
+			t.Errorf("the presence check read the payload:\n%s", stdout)
+		}
+
+		code, stdout, stderr = runSystemdCLI(t, "prune", "--repo", root, "--read-back")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{"FAILS VERIFICATION", "newest verified backup: " + ms[2].ID + " (read back: every checksum", "removed 2 backups"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("--read-back output lacks %q:\n%s", want, stdout)
 			}
 		}
 		if n := len(snapFiles(t, root)); n != 4 {
 			t.Errorf("%d files left, want the 2 newest backups", n)
 		}
 	})
+
+	// A payload of the wrong size, or missing, fails the presence check:
+	// the next older backup is the newest verified.
+	for _, damage := range []string{"truncated", "missing"} {
+		t.Run("newest "+damage, func(t *testing.T) {
+			root, ms := pruneFixture(t, days...)
+			p := filepath.Join(root, "clusters", "default", "snapshots", ms[3].Payload)
+			if damage == "missing" {
+				os.Remove(p)
+			} else {
+				os.Truncate(p, 10)
+			}
+			code, stdout, stderr := runSystemdCLI(t, "prune", "--repo", root, "--keep-last", "1")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			want := []string{"FAILS VERIFICATION", "newest verified backup: " + ms[2].ID, "removed 2 backups"}
+			if damage == "missing" {
+				want = append(want, "is missing from the repository")
+			} else {
+				want = append(want, "stored payload is 10 bytes")
+			}
+			for _, w := range want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("output lacks %q:\n%s", w, stdout)
+				}
+			}
+			var left []string
+			for _, f := range snapFiles(t, root) {
+				if strings.HasSuffix(f, ".manifest.json") {
+					left = append(left, strings.TrimSuffix(f, ".manifest.json"))
+				}
+			}
+			if strings.Join(left, ",") != ms[2].ID+","+ms[3].ID {
+				t.Errorf("backups left %v, want %s and %s", left, ms[2].ID, ms[3].ID)
+			}
+		})
+	}
 
 	t.Run("nothing verifies exits 4", func(t *testing.T) {
 		root, ms := pruneFixture(t, days...)
@@ -183,6 +238,18 @@ func TestPruneCommand(t *testing.T) {
 		}
 		if n := len(snapFiles(t, root)); n != 8 {
 			t.Errorf("%d files left, want all 8", n)
+		}
+	})
+
+	t.Run("help explains verification and --read-back", func(t *testing.T) {
+		code, stdout, _ := runSystemdCLI(t, "prune", "--help")
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		for _, want := range []string{"--read-back", "payload exists with the size", "no download", "downloads"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("prune --help lacks %q:\n%s", want, stdout)
+			}
 		}
 	})
 

@@ -59,6 +59,9 @@ func openRepo(t *testing.T, root string, wrap func(storage.Backend) storage.Back
 	if wrap != nil {
 		b = wrap(d)
 	}
+	// As every command opens its repository: the storage wrapper retries
+	// what the hooks make fail (quick backoff keeps the tests short).
+	b = storage.Wrap(b, storage.Policy{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	r, err := repo.Open(context.Background(), b, "default")
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -212,4 +213,41 @@ func (r *recorder) Remove(ctx context.Context, name string) error {
 		return errInjected
 	}
 	return r.Backend.Remove(ctx, name)
+}
+
+// getCounter is a real backend that counts the payloads read (Get of a
+// snapshot payload object).
+type getCounter struct {
+	storage.Backend
+	mu   sync.Mutex
+	gets int
+}
+
+func (g *getCounter) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if strings.Contains(name, ".db.zst") {
+		g.mu.Lock()
+		g.gets++
+		g.mu.Unlock()
+	}
+	return g.Backend.Get(ctx, name)
+}
+
+func (g *getCounter) payloadGets() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gets
+}
+
+// statFailer is a real backend whose Stat of snapshot payloads fails with
+// err, as storage that is down does once its retries are spent.
+type statFailer struct {
+	storage.Backend
+	err error
+}
+
+func (s *statFailer) Stat(ctx context.Context, name string) (storage.Info, error) {
+	if strings.Contains(name, ".db.zst") {
+		return storage.Info{}, s.err
+	}
+	return s.Backend.Stat(ctx, name)
 }

@@ -1,9 +1,3 @@
-// Package prune removes the backups a retention policy no longer keeps,
-// orphan payloads, and the backend's stale leftovers, while guaranteeing
-// that the newest backup that passes verification survives. See
-// docs/retention.md.
-//
-// It is used by the prune command and by the agent after each backup.
 package prune
 
 import (
@@ -30,8 +24,9 @@ import (
 // upload may still be running (docs/format.md).
 const DefaultOrphanAge = time.Hour
 
-// ErrNoVerifiedBackup: no backup of the cluster passes verification, so
-// prune removed nothing. Errors with it also wrap format.ErrIntegrity.
+// ErrNoVerifiedBackup: no backup of the cluster passes verification (the
+// presence check, or the read-back with Options.ReadBack), so prune removed
+// nothing. Errors with it also wrap format.ErrIntegrity.
 var ErrNoVerifiedBackup = errors.New("no backup passes verification")
 
 // ReasonNewestVerified is the reason given to the backup prune keeps
@@ -42,12 +37,20 @@ const ReasonNewestVerified = "newest verified"
 type Options struct {
 	// DryRun computes and verifies everything but removes nothing.
 	DryRun bool
+	// ReadBack verifies backups by reading them back in full with every
+	// check of 'etcd-backup verify' (restore.Fetch), which downloads at
+	// least the newest backup. Without it, a backup is verified when its
+	// manifest passes its checks and its payload exists with the stored
+	// size the manifest records (one Stat): the writer checked every byte
+	// before it published the manifest.
+	ReadBack bool
 	// Now is the clock for the policy (see retention.Apply) and for the
 	// age of orphans. Default time.Now.
 	Now func() time.Time
-	// Identities decrypt encrypted backups for full verification. Without
-	// a matching one, an encrypted backup is verified by the size and
-	// sha256 of its stored bytes only.
+	// Identities decrypt encrypted backups for full verification with
+	// ReadBack. Without a matching one, an encrypted backup is read back
+	// to check the size and sha256 of its stored bytes only. Unused
+	// without ReadBack.
 	Identities []age.Identity
 	Logger     *slog.Logger
 	// OrphanAge: payloads without a manifest, and the backend's stale
@@ -89,6 +92,9 @@ type Report struct {
 	Location string
 	Policy   retention.Policy
 	DryRun   bool
+	// ReadBack: backups were verified by reading them back in full
+	// (Options.ReadBack); otherwise by the presence check.
+	ReadBack bool
 	// Backups holds every backup with an intact manifest, newest first.
 	Backups []Backup
 	// Damaged manifests fail their checks. They are never removed by
@@ -100,8 +106,8 @@ type Report struct {
 	// Verified is the newest backup that passed verification, kept
 	// whatever the policy says ("" when there is no backup at all).
 	Verified string
-	// VerifiedStoredOnly: Verified is encrypted and no identity opened
-	// it, so only its stored size and sha256 were checked.
+	// VerifiedStoredOnly: with ReadBack, Verified is encrypted and no
+	// identity opened it, so only its stored size and sha256 were checked.
 	VerifiedStoredOnly bool
 	Orphans            []Orphan
 	// Journals lists the journal chains (by snapshot ID) removed because
@@ -173,11 +179,16 @@ func plural(n int, what string) string {
 //
 //  1. read every manifest; damaged ones are reported and never removed;
 //  2. decide with retention.Apply;
-//  3. verify backups from the newest down until one passes (restore.Fetch,
-//     or restore.VerifyStored for encrypted backups without a matching
-//     identity) and keep that one whatever the policy says; when none
-//     passes, remove nothing and return an error wrapping
-//     ErrNoVerifiedBackup and format.ErrIntegrity;
+//  3. verify backups from the newest down until one passes and keep that
+//     one whatever the policy says. By default a backup passes when its
+//     payload exists with the stored size its manifest records (a Stat;
+//     the manifest was checked in 1); with opt.ReadBack, when it reads
+//     back intact (restore.Fetch, or restore.VerifyStored for encrypted
+//     backups without a matching identity). A backup that fails for
+//     integrity (missing or wrong-sized payload, damaged bytes) is
+//     skipped; any other error (storage) stops Run before it removes
+//     anything. When none passes, remove nothing and return an error
+//     wrapping ErrNoVerifiedBackup and format.ErrIntegrity;
 //  4. remove each backup the policy does not keep, oldest first: its
 //     manifest first, so it leaves every listing at once, then its payload
 //     (if that fails, the payload is an orphan for a later run);
@@ -200,7 +211,7 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 		orphanAge = DefaultOrphanAge
 	}
 	b := r.Backend()
-	rep := &Report{Cluster: r.Cluster(), Location: b.Location(), Policy: p, DryRun: opt.DryRun}
+	rep := &Report{Cluster: r.Cluster(), Location: b.Location(), Policy: p, DryRun: opt.DryRun, ReadBack: opt.ReadBack}
 	if err := p.Validate(); err != nil {
 		return rep, err
 	}
@@ -248,7 +259,13 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 	if len(entries) > 0 {
 		for i := range rep.Backups {
 			bk := &rep.Backups[i]
-			storedOnly, err := verify(ctx, r, manifests[bk.ID], opt.Identities)
+			var storedOnly bool
+			var err error
+			if opt.ReadBack {
+				storedOnly, err = readBack(ctx, r, manifests[bk.ID], opt.Identities)
+			} else {
+				err = checkPresent(ctx, r, manifests[bk.ID])
+			}
 			if err == nil {
 				rep.Verified, rep.VerifiedStoredOnly = bk.ID, storedOnly
 				if !bk.Keep {
@@ -256,7 +273,7 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 					bk.Reasons = nil
 				}
 				bk.Reasons = append(bk.Reasons, ReasonNewestVerified)
-				log.Info("newest verified backup", "id", bk.ID, "stored_bytes_only", storedOnly)
+				log.Info("newest verified backup", "id", bk.ID, "read_back", opt.ReadBack, "stored_bytes_only", storedOnly)
 				break
 			}
 			if !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
@@ -266,8 +283,12 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 			log.Warn("backup fails verification", "id", bk.ID, "err", err)
 		}
 		if rep.Verified == "" {
-			return rep, fmt.Errorf("%w: %w: none of the %d backups of cluster %q in %s can be read back intact (%d damaged manifests); nothing removed",
-				ErrNoVerifiedBackup, format.ErrIntegrity, len(rep.Backups), r.Cluster(), b.Location(), len(rep.Damaged))
+			what := "has its payload in place with the recorded size"
+			if opt.ReadBack {
+				what = "can be read back intact"
+			}
+			return rep, fmt.Errorf("%w: %w: none of the %d backups of cluster %q in %s %s (%d damaged manifests); nothing removed",
+				ErrNoVerifiedBackup, format.ErrIntegrity, len(rep.Backups), r.Cluster(), b.Location(), what, len(rep.Damaged))
 		}
 	}
 
@@ -307,7 +328,7 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 		return rep, err
 	}
 
-	j, ok := b.(storage.Janitor)
+	j, ok := storage.As[storage.Janitor](b)
 	if !ok || opt.DryRun {
 		rep.StaleSkipped = true
 		return rep, nil
@@ -325,9 +346,32 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 	return rep, nil
 }
 
-// verify checks m as fully as the identities allow. storedOnly reports
-// that only the stored size and sha256 could be checked.
-func verify(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity) (storedOnly bool, err error) {
+// checkPresent is the default verification of a backup whose manifest
+// passed its checks (repo.List): its payload exists with the stored size
+// the manifest records. It reads no payload byte. A missing or wrong-sized
+// payload is an error wrapping format.ErrIntegrity; a storage error (after
+// the storage layer's retries) is returned as is, never as an integrity
+// failure.
+func checkPresent(ctx context.Context, r *repo.Repo, m *format.Manifest) error {
+	if m.Payload == "" || strings.Contains(m.Payload, "/") {
+		return fmt.Errorf("%w: backup %s: manifest names a bad payload %q", format.ErrIntegrity, m.ID, m.Payload)
+	}
+	i, err := r.Backend().Stat(ctx, path.Join(snapDir(r), m.Payload))
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("%w: backup %s: its payload %s is missing from the repository", format.ErrIntegrity, m.ID, m.Payload)
+	case err != nil:
+		return fmt.Errorf("stat its payload %s: %w", m.Payload, err)
+	case i.Size != m.StoredSize:
+		return fmt.Errorf("%w: backup %s: stored payload is %d bytes, manifest says %d", format.ErrIntegrity, m.ID, i.Size, m.StoredSize)
+	}
+	return nil
+}
+
+// readBack reads m back and checks it as fully as the identities allow.
+// storedOnly reports that only the stored size and sha256 could be
+// checked.
+func readBack(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity) (storedOnly bool, err error) {
 	if m.Encrypted() && len(ids) == 0 {
 		return true, restore.VerifyStored(ctx, r, m)
 	}

@@ -98,36 +98,69 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
-// TestNewestFailsVerification: when the newest backup is damaged, the
-// newest one that verifies is kept too, whatever the policy says.
+// TestNewestFailsVerification: when the newest backup fails verification,
+// the newest one that passes is kept too, whatever the policy says. By
+// default verification is the presence check (the payload exists with the
+// stored size the manifest records), so a payload missing or of the wrong
+// size fails it, while bytes damaged in place (size intact) pass it and are
+// only caught by ReadBack.
 func TestNewestFailsVerification(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, root, payload string)
+		name     string
+		damage   func(t *testing.T, root, payload string)
+		readBack bool
+		fails    bool // b3 fails verification
 	}{
-		{"flipped byte", func(t *testing.T, root, payload string) { corruptFile(t, snapPath(root, payload)) }},
-		{"truncated", func(t *testing.T, root, payload string) {
-			if err := os.Truncate(snapPath(root, payload), 100); err != nil {
+		{"flipped byte", flipByte, false, false},
+		{"flipped byte, read back", flipByte, true, true},
+		{"truncated", truncate, false, true},
+		{"truncated, read back", truncate, true, true},
+		{"longer", func(t *testing.T, root, payload string) {
+			f, err := os.OpenFile(snapPath(root, payload), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
 				t.Fatal(err)
 			}
-		}},
-		{"missing", func(t *testing.T, root, payload string) {
-			if err := os.Remove(snapPath(root, payload)); err != nil {
-				t.Fatal(err)
-			}
-		}},
+			f.Write([]byte("trailing garbage"))
+			f.Close()
+		}, false, true},
+		{"missing", remove, false, true},
+		{"missing, read back", remove, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, root := localRepo(t)
+			t.Parallel()
+			r0, root := localRepo(t)
+			cnt := &getCounter{Backend: r0.Backend()}
+			r := wrapRepo(t, cnt)
 			b1 := writeBackup(t, r, day(1, 0, 0))
 			b2 := writeBackup(t, r, day(2, 0, 0))
 			b3 := writeBackup(t, r, day(3, 0, 0))
 			tc.damage(t, root, b3.Payload)
 
-			rep, err := prune.Run(t.Context(), r, retention.Policy{Last: 1}, prune.Options{Now: fixedNow})
+			rep, err := prune.Run(t.Context(), r, retention.Policy{Last: 1}, prune.Options{Now: fixedNow, ReadBack: tc.readBack})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if rep.ReadBack != tc.readBack {
+				t.Errorf("report: read back %v, want %v", rep.ReadBack, tc.readBack)
+			}
+			if n := cnt.payloadGets(); (n > 0) != tc.readBack {
+				t.Errorf("%d payload reads, read back %v: a read-back reads payloads, the presence check none", n, tc.readBack)
+			}
+			if !tc.fails {
+				// Bytes damaged in place, size intact: written and checked,
+				// still present, so the presence check keeps it as the
+				// newest verified backup.
+				if got, want := ids(t, r), []string{b3.ID}; !slices.Equal(got, want) {
+					t.Fatalf("left %v, want %v", got, want)
+				}
+				if rep.Verified != b3.ID || len(rep.VerifyFailed) != 0 {
+					t.Errorf("verified %q, failed %v; want %s verified", rep.Verified, rep.VerifyFailed, b3.ID)
+				}
+				if got, want := reasonsOf(t, rep, b3.ID), []string{"last 1/1", prune.ReasonNewestVerified}; !slices.Equal(got, want) {
+					t.Errorf("reasons of %s: %q, want %q", b3.ID, got, want)
+				}
+				return
 			}
 			if got, want := ids(t, r), []string{b3.ID, b2.ID}; !slices.Equal(got, want) {
 				t.Fatalf("left %v, want %v: the newest by policy and the newest verified", got, want)
@@ -148,45 +181,105 @@ func TestNewestFailsVerification(t *testing.T) {
 	}
 }
 
+func flipByte(t *testing.T, root, payload string) { corruptFile(t, snapPath(root, payload)) }
+
+func truncate(t *testing.T, root, payload string) {
+	if err := os.Truncate(snapPath(root, payload), 100); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, root, payload string) {
+	if err := os.Remove(snapPath(root, payload)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestNothingVerifies: no backup passes verification, so nothing at all is
 // removed, not even orphans or stale temporary files.
 func TestNothingVerifies(t *testing.T) {
 	t.Parallel()
-	r, root := localRepo(t)
-	var ms []string
-	for d := 1; d <= 3; d++ {
-		m := writeBackup(t, r, day(d, 0, 0))
-		corruptFile(t, snapPath(root, m.Payload))
-		ms = append(ms, m.ID)
+	for _, tc := range []struct {
+		name     string
+		damage   func(t *testing.T, root, payload string)
+		readBack bool
+	}{
+		{"presence check", truncate, false},
+		{"read back", flipByte, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, root := localRepo(t)
+			for d := 1; d <= 3; d++ {
+				m := writeBackup(t, r, day(d, 0, 0))
+				tc.damage(t, root, m.Payload)
+			}
+			// A damaged manifest does not count as a verified backup either.
+			dm := writeBackup(t, r, day(4, 0, 0))
+			corruptFile(t, snapPath(root, dm.ID+".manifest.json"))
+			orphan := format.NewID(day(5, 0, 0))
+			if err := r.PutPayload(t.Context(), orphan, false, strings.NewReader("orphan")); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-3 * time.Hour)
+			tmp := snapPath(root, ".tmp-stale")
+			for _, p := range []string{snapPath(root, orphan+".db.zst"), tmp} {
+				if err := os.WriteFile(p, []byte("x"), 0o600); err != nil && p == tmp {
+					t.Fatal(err)
+				}
+				if err := os.Chtimes(p, old, old); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := digest(t, root)
+
+			rep, err := prune.Run(t.Context(), r, retention.Policy{Last: 1}, prune.Options{ReadBack: tc.readBack})
+			if !errors.Is(err, prune.ErrNoVerifiedBackup) || !errors.Is(err, format.ErrIntegrity) {
+				t.Fatalf("Run = %v, want ErrNoVerifiedBackup and ErrIntegrity", err)
+			}
+			if after := digest(t, root); after != before {
+				t.Error("the repository changed although no backup verifies")
+			}
+			if len(rep.VerifyFailed) != 3 || len(rep.Damaged) != 1 || rep.Verified != "" {
+				t.Errorf("report: %d verify failures, %d damaged, verified %q; want 3, 1, none", len(rep.VerifyFailed), len(rep.Damaged), rep.Verified)
+			}
+		})
 	}
-	// A damaged manifest does not count as a verified backup either.
-	dm := writeBackup(t, r, day(4, 0, 0))
-	corruptFile(t, snapPath(root, dm.ID+".manifest.json"))
+}
+
+// TestStorageErrorIsNotAFailure: a Stat that fails for a storage reason
+// (not "not found"), after the storage layer's retries, is not a failed
+// verification: prune stops before it removes anything, and the error is
+// not an integrity error.
+func TestStorageErrorIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	r0, root := localRepo(t)
+	down := &statFailer{Backend: r0.Backend(), err: errors.New("storage error after 7 tries: stat: 503 Slow Down")}
+	r := wrapRepo(t, down)
+	for d := 1; d <= 3; d++ {
+		writeBackup(t, r, day(d, 0, 0))
+	}
 	orphan := format.NewID(day(5, 0, 0))
 	if err := r.PutPayload(t.Context(), orphan, false, strings.NewReader("orphan")); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-3 * time.Hour)
-	tmp := snapPath(root, ".tmp-stale")
-	for _, p := range []string{snapPath(root, orphan+".db.zst"), tmp} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil && p == tmp {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, old, old); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Chtimes(snapPath(root, orphan+".db.zst"), old, old); err != nil {
+		t.Fatal(err)
 	}
 	before := digest(t, root)
-
-	rep, err := prune.Run(t.Context(), r, retention.Policy{Last: 1}, prune.Options{})
-	if !errors.Is(err, prune.ErrNoVerifiedBackup) || !errors.Is(err, format.ErrIntegrity) {
-		t.Fatalf("Run = %v, want ErrNoVerifiedBackup and ErrIntegrity", err)
+	rep, err := prune.Run(t.Context(), r, retention.Policy{Last: 1}, prune.Options{Now: fixedNow})
+	if !errors.Is(err, down.err) || errors.Is(err, format.ErrIntegrity) || errors.Is(err, prune.ErrNoVerifiedBackup) {
+		t.Fatalf("Run = %v, want the storage error, not an integrity error", err)
 	}
-	if after := digest(t, root); after != before {
-		t.Error("the repository changed although no backup verifies")
+	if !strings.Contains(err.Error(), "nothing removed") {
+		t.Errorf("error %q does not say that nothing was removed", err)
 	}
-	if len(rep.VerifyFailed) != 3 || len(rep.Damaged) != 1 || rep.Verified != "" {
-		t.Errorf("report: %d verify failures, %d damaged, verified %q; want 3, 1, none", len(rep.VerifyFailed), len(rep.Damaged), rep.Verified)
+	if digest(t, root) != before {
+		t.Error("the repository changed after a storage error")
+	}
+	if len(rep.VerifyFailed) != 0 || rep.Verified != "" {
+		t.Errorf("report: failed %v, verified %q; a storage error judges no backup", rep.VerifyFailed, rep.Verified)
 	}
 }
 
@@ -366,8 +459,9 @@ func TestDamagedManifestNeverRemoved(t *testing.T) {
 	}
 }
 
-// TestEncrypted: without a matching identity, encrypted backups are
-// verified by their stored size and sha256; with one, completely.
+// TestEncrypted: the presence check needs no key; a read-back without a
+// matching identity verifies encrypted backups by their stored size and
+// sha256, with one completely.
 func TestEncrypted(t *testing.T) {
 	t.Parallel()
 	key, err := age.GenerateX25519Identity()
@@ -395,16 +489,18 @@ func TestEncrypted(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		ids        []age.Identity
+		readBack   bool
 		verified   string
 		storedOnly bool
 	}{
-		{"no identity", nil, b3.ID, true},
-		{"other identity", []age.Identity{other}, b3.ID, true},
-		{"matching identity", []age.Identity{other, key}, b2.ID, false},
+		{"presence check", []age.Identity{key}, false, b3.ID, false},
+		{"no identity", nil, true, b3.ID, true},
+		{"other identity", []age.Identity{other}, true, b3.ID, true},
+		{"matching identity", []age.Identity{other, key}, true, b2.ID, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := dry
-			o.Identities = tc.ids
+			o.Identities, o.ReadBack = tc.ids, tc.readBack
 			rep, err := prune.Run(t.Context(), r, policy, o)
 			if err != nil {
 				t.Fatal(err)
@@ -415,9 +511,9 @@ func TestEncrypted(t *testing.T) {
 		})
 	}
 
-	// Damaged stored bytes fail even without a key.
+	// Damaged stored bytes fail a read-back even without a key.
 	corruptFile(t, snapPath(root, b3.Payload))
-	rep, err := prune.Run(t.Context(), r, policy, prune.Options{Now: fixedNow})
+	rep, err := prune.Run(t.Context(), r, policy, prune.Options{Now: fixedNow, ReadBack: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,8 @@ import (
 )
 
 // TestS3 prunes real backups on a real S3 server (versitygw): policy, the
-// newest verified backup, orphans by age, and an incomplete multipart
-// upload aborted through the backend's janitor.
+// newest verified backup (presence check and read-back), orphans by age,
+// and an incomplete multipart upload aborted through the backend's janitor.
 func TestS3(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
@@ -83,9 +83,19 @@ func TestS3(t *testing.T) {
 		return n
 	}
 
-	// Keep only the newest: b4 by policy, b3 as the newest verified. The
-	// orphan and the upload are young and stay.
-	rep, err := prune.Run(ctx, r, retention.Policy{Last: 1}, prune.Options{Now: time.Now})
+	// The presence check does not read b4: same size, so it is the newest
+	// verified backup.
+	rep, err := prune.Run(ctx, r, retention.Policy{Last: 1}, prune.Options{Now: time.Now, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Verified != b4.ID || len(rep.VerifyFailed) != 0 {
+		t.Errorf("presence check: verified %s, failed %v; want %s", rep.Verified, rep.VerifyFailed, b4.ID)
+	}
+
+	// Read back: keep only the newest, b4 by policy, and b3 as the newest
+	// verified. The orphan and the upload are young and stay.
+	rep, err = prune.Run(ctx, r, retention.Policy{Last: 1}, prune.Options{Now: time.Now, ReadBack: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +115,21 @@ func TestS3(t *testing.T) {
 		t.Errorf("young leftovers touched: orphans %+v, stale %v, uploads left %d", rep.Orphans, rep.Stale, uploads())
 	}
 
-	// A little later, with a short orphan age, both go.
+	// A payload gone from the bucket fails the presence check: b3 is the
+	// newest verified again (by a Stat that finds nothing). A little later,
+	// with a short orphan age, the orphan and the upload go.
+	if err := client.RemoveObject(ctx, srv.Bucket, key(b4.Payload), minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(1500 * time.Millisecond)
 	rep, err = prune.Run(ctx, r, retention.Policy{Last: 1}, prune.Options{OrphanAge: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := objects(t, r), objectsOf(b3, b4); !slices.Equal(got, want) {
+	if rep.Verified != b3.ID || len(rep.VerifyFailed) != 1 || rep.VerifyFailed[0].ID != b4.ID {
+		t.Errorf("presence check, b4's payload gone: verified %s, failed %v", rep.Verified, rep.VerifyFailed)
+	}
+	if got, want := objects(t, r), sorted([]string{b3.ID + ".manifest.json", b3.Payload, b4.ID + ".manifest.json"}); !slices.Equal(got, want) {
 		t.Errorf("objects left %v, want %v", got, want)
 	}
 	if len(rep.Orphans) != 1 || !rep.Orphans[0].Removed {
