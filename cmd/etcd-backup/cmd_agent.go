@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/agent"
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/clusterrestore"
 	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/prune"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -38,6 +40,31 @@ type agentOptions struct {
 	Continuous   bool
 	JournalFlush time.Duration
 	JournalMax   int
+	orders       ordersOptions // restore-cluster orders carried out on this node
+}
+
+// ordersOptions say who this node is to restore-cluster and how to stop
+// and start its etcd.
+type ordersOptions struct {
+	Name       string
+	DataDir    string
+	EtcdUnit   string
+	StopCmd    string
+	StartCmd   string
+	StateDir   string
+	Poll       time.Duration
+	HealthyFor time.Duration
+}
+
+func (o *ordersOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Name, "name", "", "this node's etcd member name: with --data-dir, the agent carries out 'restore-cluster' orders for it")
+	fs.StringVar(&o.DataDir, "data-dir", "", "this node's etcd data dir (for 'restore-cluster'; the old one is moved aside, never deleted)")
+	fs.StringVar(&o.EtcdUnit, "etcd-unit", "", "systemd unit of etcd on this node: 'systemctl stop/start UNIT' during a restore-cluster order")
+	fs.StringVar(&o.StopCmd, "etcd-stop-command", "", "instead of --etcd-unit: shell command (sh -c) that stops etcd and returns once it has exited")
+	fs.StringVar(&o.StartCmd, "etcd-start-command", "", "instead of --etcd-unit: shell command (sh -c) that starts etcd on --data-dir and returns")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/etcd-backup", "where the agent keeps its key for restore orders (order-key.txt, 0600; it opens no backup)")
+	fs.DurationVar(&o.Poll, "order-poll", 5*time.Second, "how often to look for restore orders in the repository")
+	fs.DurationVar(&o.HealthyFor, "order-healthy-timeout", 10*time.Minute, "how long a restored member may take to serve before the order counts as failed on this node")
 }
 
 func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
@@ -52,6 +79,7 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MaxAge, "max-age", 0, "/healthz fails when the newest backup in the repository is older than this (default 3 intervals)")
 	fs.DurationVar(&o.Grace, "grace", agent.DefaultGrace, "on SIGTERM, how long a backup in flight may go on before it is cancelled")
 	o.prune.addPolicyFlags(fs)
+	o.orders.AddFlags(fs)
 	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): read it back, restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
 	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
@@ -164,6 +192,10 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		return err
 	}
 	defer cli.Close()
+	ex, err := ordersExecutor(g, &o.orders, func(ctx context.Context) (*repo.Repo, error) { return g.openRepo(ctx, false) })
+	if err != nil {
+		return err
+	}
 
 	// Open the repository once now: a bad URL is a usage error at start;
 	// unreachable storage is not (the agent retries, /healthz says so).
@@ -241,7 +273,46 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		defer stop()
 		go l.run(lctx)
 	}
+	if ex != nil {
+		ex.Client, ex.Endpoint = cli, o.snap.etcd.Endpoints[0]
+		octx, stop := context.WithCancel(ctx)
+		defer stop()
+		go ex.Run(octx)
+	}
 	return a.Run(ctx)
+}
+
+// ordersExecutor checks the restore-cluster flags and returns the
+// executor that carries out orders on this node (nil without --name and
+// --data-dir).
+func ordersExecutor(g *Globals, o *ordersOptions, openRepo func(context.Context) (*repo.Repo, error)) (*clusterrestore.Executor, error) {
+	if o.Name == "" && o.DataDir == "" {
+		if o.EtcdUnit != "" || o.StopCmd != "" || o.StartCmd != "" {
+			return nil, usagef("--etcd-unit and --etcd-stop-command/--etcd-start-command need --name and --data-dir")
+		}
+		return nil, nil
+	}
+	if o.Name == "" || o.DataDir == "" {
+		return nil, usagef("restore orders need both --name (this member's etcd name) and --data-dir")
+	}
+	ex := &clusterrestore.Executor{OpenRepo: openRepo, Name: o.Name, DataDir: o.DataDir, Agent: writerName(),
+		Poll: o.Poll, Healthy: o.HealthyFor, Logger: g.log}
+	switch {
+	case o.EtcdUnit != "" && (o.StopCmd != "" || o.StartCmd != ""):
+		return nil, usagef("give --etcd-unit or --etcd-stop-command/--etcd-start-command, not both")
+	case o.EtcdUnit != "":
+		ex.Stop, ex.Start = clusterrestore.SystemdUnit("stop", o.EtcdUnit), clusterrestore.SystemdUnit("start", o.EtcdUnit)
+	case o.StopCmd != "" && o.StartCmd != "":
+		ex.Stop, ex.Start = clusterrestore.ShellCommand(o.StopCmd), clusterrestore.ShellCommand(o.StartCmd)
+	default:
+		return nil, usagef("restore orders need a way to stop and start etcd: --etcd-unit UNIT, or --etcd-stop-command and --etcd-start-command")
+	}
+	key, err := clusterrestore.LoadOrCreateKey(filepath.Join(o.StateDir, "order-key.txt"))
+	if err != nil {
+		return nil, fmt.Errorf("restore orders: agent key in --state-dir: %w", err)
+	}
+	ex.Key = key
+	return ex, nil
 }
 
 // afterBackup applies the retention policy (--keep-*) after each backup

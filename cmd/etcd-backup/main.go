@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/etcd-backup/etcd-backup/internal/clusterrestore"
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
@@ -63,6 +64,12 @@ func classify(err error) (int, string) {
 		return exitError, "the storage kept failing (network, throttling, server errors or stalls) and the command gave up; whatever was being read was not judged, and nothing was published or changed. Check the store and the network, then run the command again (raise --storage-timeout to wait longer)"
 	case errors.Is(err, storage.ErrChanged):
 		return exitError, "an object was replaced while it was being read (another tool writing into the repository?); nothing was judged or changed. Run the command again"
+	case errors.Is(err, clusterrestore.ErrRefused):
+		return exitError, "restore-cluster does not stop a cluster that still works; stop etcd on the members first, or pass --force"
+	case errors.Is(err, clusterrestore.ErrNoAgent):
+		return exitError, "run 'etcd-backup agent --name NAME --data-dir DIR --etcd-unit etcd' (same --repo and --cluster) on every node named in --initial-cluster"
+	case errors.Is(err, clusterrestore.ErrIncomplete), errors.Is(err, clusterrestore.ErrDiverged):
+		return exitError, "each member's reports are in the repository under clusters/<cluster>/orders/; fix the named members (agent running? etcd start command?) and run the same command again to resume"
 	case errors.Is(err, format.ErrKey):
 		return exitKey, "restore takes an age identity file (--identity key.txt); backups take public keys (--encrypt-to age1... or --encrypt-to-file)"
 	case errors.Is(err, format.ErrIntegrity):

@@ -128,6 +128,7 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 		newListCommand(g),
 		newVerifyCommand(g),
 		newRestoreCommand(g),
+		newRestoreClusterCommand(g),
 		newHistoryCommand(g),
 		newJoinCommand(g),
 		newPromoteCommand(g),
@@ -136,6 +137,7 @@ snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 		newDemoCommand(g),
 		newSystemdCommand(g),
 		newVersionCommand(g),
+		newGenDocsCommand(g),
 	)
 	return root
 }

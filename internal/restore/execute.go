@@ -85,10 +85,6 @@ type Options struct {
 // existing data dir aside and rename the new one into place. Any failure
 // before the final step leaves the data dir exactly as it was.
 func Execute(ctx context.Context, r *repo.Repo, m *format.Manifest, p *Plan, opt Options) (Result, error) {
-	log := opt.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	now := time.Now
 	if opt.Now != nil {
 		now = opt.Now
@@ -105,59 +101,100 @@ func Execute(ctx context.Context, r *repo.Repo, m *format.Manifest, p *Plan, opt
 		return res, err
 	}
 	defer os.RemoveAll(staging)
+	prep, err := Prepare(ctx, r, m, staging, opt)
+	if err != nil {
+		return res, err
+	}
+	return Install(prep, p, staging, opt)
+}
 
-	snapFile := filepath.Join(staging, "snapshot.db")
+// Prepared is a backup fetched, checked and (with a journal) replayed into
+// one database file, ready for etcd's restore.
+type Prepared struct {
+	Path string
+	Info datadir.SnapshotInfo
+	// Bare: the file is a database without etcd's sha256 trailer (a
+	// replayed one); otherwise it is the snapshot stream etcd sent.
+	Bare             bool
+	SnapshotRevision int64
+	Replayed         replay.Result
+}
+
+// Prepare fetches and verifies backup m into dir/snapshot.db and replays
+// opt.Journal on it, if set. Every byte is checked before it returns.
+func Prepare(ctx context.Context, r *repo.Repo, m *format.Manifest, dir string, opt Options) (Prepared, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	snapFile := filepath.Join(dir, "snapshot.db")
+	prep := Prepared{Path: snapFile}
 	log.Info("fetching backup", "id", m.ID, "member", m.MemberName, "revision", m.Revision, "bytes", m.RawSize)
 	if err := fetchToFile(ctx, r, m, opt.Identities, snapFile, opt.Progress); err != nil {
-		return res, err
+		return prep, err
 	}
 	info, err := datadir.Inspect(snapFile)
 	if err != nil {
-		return res, fmt.Errorf("%w: %v", format.ErrIntegrity, err)
+		return prep, fmt.Errorf("%w: %v", format.ErrIntegrity, err)
 	}
-	res.SnapshotRevision = info.Revision
-	skipHash := false
-	if j := opt.Journal; j != nil {
-		if err := truncateTrailer(snapFile); err != nil {
-			return res, err
-		}
-		to := "its end"
-		if j.ToRevision > 0 {
-			to = fmt.Sprintf("revision %d", j.ToRevision)
-		} else if !j.ToTime.IsZero() {
-			to = j.ToTime.UTC().Format(time.RFC3339Nano)
-		}
-		log.Info("replaying journal", "chain", j.Chain, "from_revision", info.Revision+1, "to", to, "segments", len(j.Segments))
-		src := newSegmentSource(ctx, r, j, opt.Identities)
-		rr, err := replay.Apply(snapFile, src, replay.Options{ToRevision: j.ToRevision, Logger: log})
-		src.Close()
-		if err != nil {
-			return res, fmt.Errorf("replay journal of %s: %w", j.Chain, err)
-		}
-		res.Replayed = rr
-		res.SnapshotRevision = rr.SnapshotRevision
-		if info, err = datadir.Inspect(snapFile); err != nil {
-			return res, fmt.Errorf("%w: replayed database: %v", format.ErrIntegrity, err)
-		}
-		skipHash = true
+	prep.Info, prep.SnapshotRevision = info, info.Revision
+	j := opt.Journal
+	if j == nil {
+		return prep, nil
 	}
+	if err := truncateTrailer(snapFile); err != nil {
+		return prep, err
+	}
+	to := "its end"
+	if j.ToRevision > 0 {
+		to = fmt.Sprintf("revision %d", j.ToRevision)
+	} else if !j.ToTime.IsZero() {
+		to = j.ToTime.UTC().Format(time.RFC3339Nano)
+	}
+	log.Info("replaying journal", "chain", j.Chain, "from_revision", info.Revision+1, "to", to, "segments", len(j.Segments))
+	src := newSegmentSource(ctx, r, j, opt.Identities)
+	rr, err := replay.Apply(snapFile, src, replay.Options{ToRevision: j.ToRevision, Logger: log})
+	src.Close()
+	if err != nil {
+		return prep, fmt.Errorf("replay journal of %s: %w", j.Chain, err)
+	}
+	prep.Replayed, prep.SnapshotRevision, prep.Bare = rr, rr.SnapshotRevision, true
+	if prep.Info, err = datadir.Inspect(snapFile); err != nil {
+		return prep, fmt.Errorf("%w: replayed database: %v", format.ErrIntegrity, err)
+	}
+	return prep, nil
+}
+
+// Install builds plan p's data dir from a prepared database with etcd's
+// restore, in staging, then moves any existing data dir aside and renames
+// the new one into place.
+func Install(prep Prepared, p *Plan, staging string, opt Options) (Result, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if opt.Now != nil {
+		now = opt.Now
+	}
+	res := Result{DataDir: p.DataDir, SnapshotRevision: prep.SnapshotRevision, Replayed: prep.Replayed}
 	built := filepath.Join(staging, "data")
 	log.Info("building data dir", "name", p.Name, "initial_cluster", p.InitialCluster)
-	err = datadir.Build(snapFile, built, datadir.Member{
+	err := datadir.Build(prep.Path, built, datadir.Member{
 		Name: p.Name, InitialCluster: p.InitialCluster, PeerURLs: p.PeerURLs, Token: p.Token,
-		RevisionBump: p.RevisionBump, MarkCompacted: p.MarkCompacted, SkipHashCheck: skipHash,
+		RevisionBump: p.RevisionBump, MarkCompacted: p.MarkCompacted, SkipHashCheck: prep.Bare,
 	})
 	if err != nil {
 		return res, err
 	}
-	os.Remove(snapFile)
+	os.Remove(prep.Path)
 	ir, err := datadir.Install(built, p.DataDir, now())
 	res.MovedAside = ir.MovedAside
 	if err != nil {
 		return res, err
 	}
-	res.Revision = info.Revision + int64(p.RevisionBump)
-	res.Keys = info.TotalKeys
+	res.Revision = prep.Info.Revision + int64(p.RevisionBump)
+	res.Keys = prep.Info.TotalKeys
 	return res, nil
 }
 
