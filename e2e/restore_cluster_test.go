@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -188,7 +189,7 @@ func TestRestoreCluster(t *testing.T) {
 		return cli(t, nil, append([]string{"restore-cluster", "--repo", repoURL, "--initial-cluster", ic,
 			"--identity", idFile, "--poll", "300ms"}, args...)...)
 	}
-	res := rc("latest", "--timeout", "2m")
+	res := rc("latest", "--timeout", "2m", "--json")
 	t.Logf("restore-cluster: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	if res.code != 0 {
 		for _, m := range members {
@@ -196,11 +197,31 @@ func TestRestoreCluster(t *testing.T) {
 		}
 		t.Fatalf("restore-cluster exit %d", res.code)
 	}
+	// --json: one report per line; every member reaches healthy.
+	healthy := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+		var rep struct {
+			Member, State string
+			Revision      int64
+		}
+		if err := json.Unmarshal([]byte(line), &rep); err != nil {
+			t.Fatalf("--json line %q: %v", line, err)
+		}
+		if rep.State == "healthy" && rep.Revision == rev {
+			healthy[rep.Member] = true
+		}
+	}
 	for _, m := range members {
-		if !strings.Contains(res.stdout, m.spec.Name+" ") || !strings.Contains(res.stdout, "healthy") {
-			t.Errorf("no progress shown for %s:\n%s", m.spec.Name, res.stdout)
+		if !healthy[m.spec.Name] {
+			t.Errorf("--json shows no healthy report at revision %d for %s:\n%s", rev, m.spec.Name, res.stdout)
 		}
 		checkKeys(t, m.spec.ClientURL, "/rc/", want)
+	}
+	// The audit record stays in the repository; the decryptable bundle does not.
+	results, _ := filepath.Glob(filepath.Join(repoURL, "clusters", "default", "orders", "*", "result.json"))
+	bundles, _ := filepath.Glob(filepath.Join(repoURL, "clusters", "default", "orders", "*", "bundle.db.zst.age"))
+	if len(results) != 1 || len(bundles) != 0 {
+		t.Errorf("after the order: result.json %v, bundles %v; want one result and no bundle", results, bundles)
 	}
 	hashes := hashKVs(t, members, rev)
 	if hashes["c1"] != hashes["c2"] || hashes["c2"] != hashes["c3"] {
@@ -266,5 +287,57 @@ func TestRestoreCluster(t *testing.T) {
 	nh := hashKVs(t, fresh, rev)
 	if nh["n1"] != hashes["c1"] || nh["n2"] != nh["n1"] || nh["n3"] != nh["n1"] {
 		t.Errorf("new machines' HashKV at %d: %v, want all %s", rev, nh, hashes["c1"])
+	}
+}
+
+// TestRestoreClusterPointInTimeEtcd34: restore-cluster --to-revision on
+// etcd 3.4 servers (Debian's): every member comes back at exactly that
+// revision with the same HashKV and the keys as they were then.
+func TestRestoreClusterPointInTimeEtcd34(t *testing.T) {
+	repoURL := filepath.Join(t.TempDir(), "repo")
+	specs := newSpecs(t, "p", 3)
+	ic := embedded.InitialCluster(specs)
+	var members []*supervised
+	var agents []*agentProc
+	for _, s := range specs {
+		m := superviseMember(t, "3.4", s, ic)
+		m.run(t, m.start)
+		members = append(members, m)
+	}
+	waitServing(t, members, 60*time.Second)
+	for _, m := range members {
+		agents = append(agents, orderAgent(t, m, repoURL, t.TempDir(), "--leader-only", "--continuous", "--journal-flush", "200ms"))
+	}
+	cl, err := clientv3.New(clientv3.Config{Endpoints: []string{specs[0].ClientURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := putKeys(t, cl, "/pit/a/", 100, 50)
+	waitFirstSnapshot(t, agents)
+	for k, v := range putKeys(t, cl, "/pit/b/", 50, 50) {
+		want[k] = v
+	}
+	target := currentRevision(t, cl)
+	putKeys(t, cl, "/pit/c/", 50, 50) // after the target: must not come back
+	waitSealed(t, agents, currentRevision(t, cl), 60*time.Second)
+	for _, m := range members {
+		m.kill(t)
+	}
+	res := cli(t, nil, "restore-cluster", "--to-revision", fmt.Sprint(target), "--repo", repoURL,
+		"--initial-cluster", ic, "--poll", "300ms", "--timeout", "2m")
+	t.Logf("restore-cluster --to-revision %d: exit %d\n%s\n%s", target, res.code, res.stdout, res.stderr)
+	if res.code != 0 {
+		for _, m := range members {
+			t.Logf("%s etcd log:\n%s", m.spec.Name, m.logTail())
+		}
+		t.Fatalf("exit %d", res.code)
+	}
+	for _, m := range members {
+		checkKeys(t, m.spec.ClientURL, "/pit/", want)
+	}
+	h := hashKVs(t, members, target)
+	if h["p1"] != h["p2"] || h["p2"] != h["p3"] {
+		t.Fatalf("members differ at revision %d: %v", target, h)
 	}
 }
