@@ -111,24 +111,41 @@ func (b *bench) report(total time.Duration) string {
 		}
 		p("\n")
 	}
-	return w.String() + keptJournalSection(b.opt.out)
+	return w.String() + keptSections(b.opt.out)
 }
 
-// keptJournalSection returns the section bench/journal wrote into the
-// report at path, markers included, to be carried over to the end of the
-// new one ("" if there is none).
-func keptJournalSection(path string) string {
-	const begin, end = "<!-- journal:begin -->", "<!-- journal:end -->"
+// keptSections returns the sections other benchmark commands wrote into
+// the report at path (bench/journal, bench/faults), markers included, in
+// the order they appear there, to be carried over to the end of the new
+// one ("" if there is none).
+func keptSections(path string) string {
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
 	s := string(old)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return ""
+	type block struct {
+		at   int
+		text string
 	}
-	return s[i:j+len(end)] + "\n"
+	var blocks []block
+	for _, name := range []string{"journal", "faults"} {
+		begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+		i, j := strings.Index(s, begin), strings.Index(s, end)
+		if i < 0 || j < i {
+			continue
+		}
+		blocks = append(blocks, block{i, s[i:j+len(end)] + "\n"})
+	}
+	sort.Slice(blocks, func(x, y int) bool { return blocks[x].at < blocks[y].at })
+	var out strings.Builder
+	for k, bl := range blocks {
+		if k > 0 {
+			out.WriteString("\n")
+		}
+		out.WriteString(bl.text)
+	}
+	return out.String()
 }
 
 type printer func(format string, args ...any)

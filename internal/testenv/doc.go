@@ -8,7 +8,9 @@
 // bodies cut short, stalled requests, added latency and a dead endpoint. It
 // forwards requests unchanged (Host header included, so SigV4 signatures
 // made for the proxy's address stay valid) and counts requests and bytes
-// (FaultProxy.Stats), e.g. to check how much a backup read from storage.
+// (FaultProxy.Stats), e.g. to check how much a backup read from storage. The
+// proxy itself is internal/faultproxy (benchmarks use it too); testenv ties
+// it to the test's lifetime.
 //
 // A missing binary fails the test with a hint instead of skipping it: the
 // binaries are installed by scripts/install-test-deps.sh (make test does), and
@@ -16,11 +18,12 @@
 //
 // testenv is imported only from _test.go files. Of this module it imports only
 // internal/embedded and internal/etcd (StartEtcd: an in-process cluster and a
-// client on it), which import nothing of this module themselves. It must not
-// import anything else of this module (storage backends, repository code): it
-// talks to the programs it starts with their own clients, so that every other
-// package can use it in tests without import cycles (internal/embedded and
-// internal/etcd can too, from external _test packages).
+// client on it) and internal/faultproxy (the proxy), which import nothing of
+// this module themselves. It must not import anything else of this module
+// (storage backends, repository code): it talks to the programs it starts
+// with their own clients, so that every other package can use it in tests
+// without import cycles (internal/embedded, internal/etcd and
+// internal/faultproxy can too, from external _test packages).
 //
-// Imports: internal/embedded, internal/etcd, github.com/minio/minio-go/v7
+// Imports: internal/embedded, internal/etcd, internal/faultproxy, github.com/minio/minio-go/v7
 package testenv

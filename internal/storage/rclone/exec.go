@@ -298,6 +298,8 @@ var transientMarkers = []string{
 	"timed out",
 	"context deadline exceeded",
 	"unexpected eof",
+	": eof",               // the connection closed before a response (Go's net/http)
+	"send request failed", // aws-sdk-go's RequestError: no answer came
 	"server misbehaving",
 	"temporary failure in name resolution",
 	"network is unreachable",

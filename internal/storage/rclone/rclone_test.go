@@ -1,14 +1,20 @@
 package rclone
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -380,6 +386,9 @@ func TestClassify(t *testing.T) {
 		{1, `Failed to lsjson: Get "https://h/b": x509: certificate signed by unknown authority`, false},
 		{1, `Failed to lsjson: dial tcp: lookup nohost: no such host`, false},
 		{3, "Failed to lsjson: directory not found", false},
+		{1, `Failed to cat: RequestError: send request failed caused by: Head "http://h/b/x": EOF`, true},
+		{1, `Failed to lsjson: Get "http://h/x": EOF`, true},
+		{1, `Failed to lsjson: RequestError: send request failed caused by: Get "https://h/b": x509: certificate signed by unknown authority`, false},
 	} {
 		err := classify(&cmdError{sub: "x", code: tc.code, msg: tc.msg})
 		if storage.IsRetryable(err) != tc.retryable {
@@ -447,5 +456,147 @@ func TestBucketRoot(t *testing.T) {
 	_, err := New(t.Context(), Config{Remote: "s3t:no-such-bucket/p", ConfigFile: conf, Binary: testenv.Bin(t, "rclone"), Env: testEnv()}, false)
 	if !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("New(missing bucket) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestGetRange checks what the conformance suite cannot see: the rclone
+// runs each read costs, and the pin of a resumed read.
+func TestGetRange(t *testing.T) {
+	t.Parallel()
+	conf := writeConf(t, localConf)
+	dir := t.TempDir()
+	r := open(t, Config{Remote: "loc:" + dir, ConfigFile: conf}, false)
+	ctx := t.Context()
+	data := []byte("0123456789abcdef")
+	if err := r.Put(ctx, "o", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	r.onExit = func(sub string, _ *os.ProcessState) { mu.Lock(); runs[sub]++; mu.Unlock() }
+	read := func(off int64, pin string) (string, string, map[string]int, error) {
+		t.Helper()
+		mu.Lock()
+		clear(runs)
+		mu.Unlock()
+		rc, got, err := r.GetRange(ctx, "o", off, pin)
+		var b []byte
+		if err == nil {
+			b, err = io.ReadAll(rc)
+			rc.Close()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return string(b), got, maps.Clone(runs), err
+	}
+
+	// A first read is one rclone cat and has no pin.
+	b, pin, n, err := read(0, "")
+	if err != nil || b != string(data) || pin != "" || !maps.Equal(n, map[string]int{"cat": 1}) {
+		t.Fatalf("GetRange(0, \"\") = %q, pin %q, rclone runs %v, %v; want the object, no pin, one cat", b, pin, n, err)
+	}
+	// A resumed read stats first: the pin is the size and modification time.
+	b, pin, n, err = read(5, "")
+	fi, _ := os.Stat(filepath.Join(dir, "o"))
+	if want := fmt.Sprintf("%d@%s", len(data), fi.ModTime().UTC().Format(time.RFC3339Nano)); err != nil || b != string(data[5:]) || pin != want ||
+		!maps.Equal(n, map[string]int{"lsjson": 1, "cat": 1}) {
+		t.Fatalf("GetRange(5, \"\") = %q, pin %q, rclone runs %v, %v; want %q, pin %q, one lsjson and one cat", b, pin, n, err, data[5:], want)
+	}
+	// At the end: the stat only.
+	if b, p, n, err := read(int64(len(data)), pin); err != nil || b != "" || p != pin || !maps.Equal(n, map[string]int{"lsjson": 1}) {
+		t.Errorf("GetRange(size) = %q, pin %q, rclone runs %v, %v; want nothing, the same pin, one lsjson", b, p, n, err)
+	}
+	// Beyond the end: not the object the read started.
+	if _, _, _, err := read(int64(len(data))+1, ""); !errors.Is(err, storage.ErrChanged) {
+		t.Errorf("GetRange(size+1) = %v, want ErrChanged", err)
+	}
+	// Another version: a new modification time.
+	later := fi.ModTime().Add(time.Second)
+	if err := os.Chtimes(filepath.Join(dir, "o"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := read(5, pin); !errors.Is(err, storage.ErrChanged) {
+		t.Errorf("GetRange with the pin of another version = %v, want ErrChanged", err)
+	}
+	if _, _, _, err := read(0, pin); !errors.Is(err, storage.ErrChanged) {
+		t.Errorf("GetRange(0) with the pin of another version = %v, want ErrChanged", err)
+	}
+	if _, _, _, err := read(5, "x"); !errors.Is(err, storage.ErrChanged) {
+		t.Errorf("GetRange with a foreign pin = %v, want ErrChanged", err)
+	}
+}
+
+// TestRangeIgnored reads through rclone's http backend from a server that
+// ignores Range headers (it answers 200 with the whole object, as HTTP
+// allows): a resumed read must fail, not deliver the object's start as its
+// tail, and later resumed reads must not be tried.
+func TestRangeIgnored(t *testing.T) {
+	t.Parallel()
+	data := bytes.Repeat([]byte("0123456789"), 100000)
+	mod := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	var cut atomic.Bool // cut the next GET's body in half
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/":
+			fmt.Fprint(w, `<html><body><a href="obj">obj</a></body></html>`)
+		case "/obj":
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Header().Set("Last-Modified", mod.Format(http.TimeFormat))
+			w.Header().Set("Content-Type", "application/octet-stream")
+			switch {
+			case req.Method == http.MethodHead:
+			case cut.Swap(false):
+				_, _ = w.Write(data[:len(data)/2])
+				panic(http.ErrAbortHandler) // the connection closes mid-body
+			default:
+				_, _ = w.Write(data) // Range ignored
+			}
+		default:
+			http.NotFound(w, req)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r := open(t, Config{Remote: `:http,url="` + srv.URL + `/":`}, false)
+	ctx := t.Context()
+	rc, err := r.Get(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("Get: %d bytes, %v", len(b), err)
+	}
+	rc, _, err = r.GetRange(ctx, "obj", 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(rc)
+	rc.Close()
+	if !errors.Is(err, errRangeIgnored) {
+		t.Errorf("GetRange(10) from a server ignoring ranges: %d bytes, %v; want errRangeIgnored", len(b), err)
+	}
+	if len(b) > len(data)-10 {
+		t.Errorf("GetRange(10) delivered %d bytes of a %d-byte object", len(b), len(data))
+	}
+	if _, _, err := r.GetRange(ctx, "obj", 20, ""); !errors.Is(err, errRangeIgnored) {
+		t.Errorf("GetRange(20) after the remote ignored a range: %v, want errRangeIgnored", err)
+	}
+	// Through storage.Wrap, a read cut mid-body resumes, gets the object's
+	// start again, and fails instead of succeeding with it as its tail.
+	cut.Store(true)
+	r2 := open(t, Config{Remote: `:http,url="` + srv.URL + `/":`}, false)
+	w := storage.Wrap(r2, storage.Policy{MinBackoff: time.Millisecond, Timeout: 5 * time.Second})
+	rc, err = w.Get(ctx, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err = io.ReadAll(rc)
+	if !errors.Is(err, errRangeIgnored) {
+		t.Errorf("wrapped Get cut mid-body from a server ignoring ranges: %d bytes, %v; want errRangeIgnored", len(b), err)
+	}
+	if cut.Load() {
+		t.Error("the server cut no body: the test proved nothing")
 	}
 }
