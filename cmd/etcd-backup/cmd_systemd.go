@@ -26,6 +26,9 @@ type systemdOptions struct {
 	EtcdUnit string
 	Env      []string
 	Force    bool
+	// Package renders the units of the .deb (systemd.Config.Package); a
+	// flag of 'etcd-backup systemd' only, not of install.
+	Package bool
 
 	// mirrored are the flags of snapshot, restore, join and agent that the
 	// systemd command accepts too and writes into the units.
@@ -130,6 +133,14 @@ The services run as root in a sandbox (ProtectSystem=strict, ProtectHome,
 PrivateTmp, NoNewPrivileges, ...): only the local repository and the parent
 of --data-dir are writable.
 
+--package renders the units the .deb installs: /lib/systemd/system/..., with
+EnvironmentFile=-/etc/etcd-backup/etcd-backup.env in each 30-etcd-backup.conf
+and that file as a commented template (0600). No setting is given then: the
+administrator writes them into that file. A local repository must be under
+/var/lib/etcd-backup (StateDirectory=) and the data dir under /var/lib.
+'install' writes to /etc/systemd/system, which takes precedence over the
+package's files of the same names.
+
 Existing files that differ are never replaced without --force, and nothing
 is written then. 'install' runs 'systemctl daemon-reload' when systemd runs
 this machine (/run/systemd/system exists) and something changed.`,
@@ -146,6 +157,9 @@ this machine (/run/systemd/system exists) and something changed.`,
       --env AWS_ACCESS_KEY_ID --env AWS_SECRET_ACCESS_KEY
   systemctl enable --now etcd-backup.timer
 
+  # the units of the .deb (make release)
+  etcd-backup systemd --package --out ./pkgroot
+
   # render for another machine, ship it like a tarball
   etcd-backup systemd --out ./units --repo /var/backups/etcd --interval 1m
   tar -C ./units -cf - . | ssh root@m2 'tar -C / -xpf - && systemctl daemon-reload'`,
@@ -156,6 +170,7 @@ this machine (/run/systemd/system exists) and something changed.`,
 	}
 	o.AddFlags(cmd.PersistentFlags())
 	cmd.Flags().StringVar(&out, "out", "", "write the files under this directory, laid out as under / (DIR/etc/systemd/system/...)")
+	cmd.Flags().BoolVar(&o.Package, "package", false, "render the units of the etcd-backup package instead: in /lib/systemd/system, running "+systemd.PackageBinary+" (unless --binary), every setting read from "+systemd.PackageEnvFile+" (rendered as a commented template); takes no settings")
 
 	var root string
 	install := &cobra.Command{
@@ -237,6 +252,8 @@ func runSystemd(cmd *cobra.Command, g *Globals, o *systemdOptions, root string, 
 		fmt.Fprintf(g.stdout, "%-10s %s: no longer used by the units; remove it\n", "note", stale)
 	}
 	switch {
+	case cfg.Package:
+		fmt.Fprintf(g.stdout, "\nthe files of the etcd-backup package; once installed, write the settings into %s\n", systemd.PackageEnvFile)
 	case !install:
 		fmt.Fprintf(g.stdout, "\nto install: copy the tree onto the target's / (cp -a %s/. / or tar), then systemctl daemon-reload\n", root)
 	case !live:
@@ -294,6 +311,9 @@ func (o *systemdOptions) config(flags *pflag.FlagSet, g *Globals) (systemd.Confi
 		Interval: o.Interval,
 		Watchdog: o.Watchdog,
 		EtcdUnit: o.EtcdUnit,
+	}
+	if o.Package {
+		return o.packageConfig(flags, cfg)
 	}
 	if g.Repo == "" {
 		return cfg, usagef("--repo is required (or ETCD_BACKUP_REPO), e.g. --repo /var/backups/etcd or --repo s3://bucket/etcd")
@@ -356,6 +376,26 @@ func (o *systemdOptions) config(flags *pflag.FlagSet, g *Globals) (systemd.Confi
 	slices.SortStableFunc(cfg.Settings, byName)
 	slices.SortStableFunc(cfg.Secrets, byName)
 	sort.Strings(cfg.Paths)
+	return cfg, nil
+}
+
+// packageConfig is config for --package: the units take no setting (they
+// read them from systemd.PackageEnvFile), so a setting given as a flag or in
+// the environment is refused rather than silently left out.
+func (o *systemdOptions) packageConfig(flags *pflag.FlagSet, cfg systemd.Config) (systemd.Config, error) {
+	cfg.Package = true
+	if !flags.Changed("binary") {
+		cfg.Binary = systemd.PackageBinary
+	}
+	names := append(append([]string(nil), systemdGlobalSettings...), o.mirrored...)
+	for _, name := range names {
+		if f := flags.Lookup(name); f != nil && f.Changed {
+			return cfg, usagef("--package: the package's units read every setting from %s, so --%s (or %s) is not taken here", systemd.PackageEnvFile, name, EnvName(name))
+		}
+	}
+	if len(o.Env) > 0 {
+		return cfg, usagef("--package: secrets go into %s on the target, not into the package (--env)", systemd.PackageEnvFile)
+	}
 	return cfg, nil
 }
 

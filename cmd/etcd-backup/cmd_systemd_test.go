@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func runSystemdCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -197,5 +200,64 @@ func TestSystemdHelp(t *testing.T) {
 	code, stdout, _ = runSystemdCLI(t, "systemd", "install", "--help")
 	if code != 0 || !strings.Contains(stdout, "--root") || !strings.Contains(stdout, "--force") {
 		t.Errorf("systemd install --help (exit %d):\n%s", code, stdout)
+	}
+}
+
+// --package: the units of the .deb. Every variable its settings file names
+// is a flag of a command the units run (or a global one), so the template
+// cannot drift from the commands.
+func TestSystemdPackage(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, stderr := runSystemdCLI(t, "systemd", "--package", "--out", dir)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	svc, _ := readSystemdFile(t, dir, "lib/systemd/system/etcd-backup-agent.service")
+	if !strings.Contains(svc, "ExecStart=/usr/bin/etcd-backup agent\n") {
+		t.Errorf("agent unit:\n%s", svc)
+	}
+	dropIn, _ := readSystemdFile(t, dir, "lib/systemd/system/etcd-backup.service.d/30-etcd-backup.conf")
+	if !strings.Contains(dropIn, "EnvironmentFile=-/etc/etcd-backup/etcd-backup.env\n") {
+		t.Errorf("drop-in:\n%s", dropIn)
+	}
+	env, mode := readSystemdFile(t, dir, "etc/etcd-backup/etcd-backup.env")
+	if mode != 0o600 {
+		t.Errorf("env file mode %04o, want 0600", mode)
+	}
+
+	root := newRootCommand(io.Discard, io.Discard)
+	known := map[string]bool{"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true}
+	for _, name := range []string{"snapshot", "agent", "restore", "join"} {
+		c, _, err := root.Find([]string{name})
+		if err != nil || c.Name() != name {
+			t.Fatalf("no %s command: %v", name, err)
+		}
+		c.Flags().VisitAll(func(f *pflag.Flag) { known[EnvName(f.Name)] = true })
+	}
+	root.PersistentFlags().VisitAll(func(f *pflag.Flag) { known[EnvName(f.Name)] = true })
+	n := 0
+	for _, line := range strings.Split(env, "\n") {
+		name, _, ok := strings.Cut(strings.TrimPrefix(line, "#"), "=")
+		if !ok || !strings.HasPrefix(line, "#") || strings.ContainsAny(name, " \t\"") {
+			continue
+		}
+		n++
+		if !known[name] {
+			t.Errorf("%s names %s, which no command of the units reads", "etcd-backup.env", name)
+		}
+	}
+	if n < 10 {
+		t.Errorf("found only %d example settings in etcd-backup.env:\n%s", n, env)
+	}
+
+	for _, args := range [][]string{
+		{"systemd", "--package", "--repo", "/b"},
+		{"systemd", "--package", "--endpoints", "https://10.0.0.1:2379"},
+		{"systemd", "--package", "--env", "AWS_ACCESS_KEY_ID=x"},
+		{"systemd", "install", "--package", "--repo", "/b"},
+	} {
+		if code, _, stderr := runSystemdCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d\n%s", args, code, exitUsage, stderr)
+		}
 	}
 }

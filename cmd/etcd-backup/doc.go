@@ -11,6 +11,8 @@
 // cannot take the agent down), its retention hook after each backup, the
 // demo's whole story (cmd_demo.go), the tables and reports of list, history
 // and prune, and the byte counting behind the progress line (progress.go).
+// The hidden 'gen-docs' command (cmd_gendocs.go) writes the man pages and
+// shell completions that 'make release' ships.
 //
 // It opens repositories with internal/storage/backends.Open only, never a
 // concrete backend, and connects to etcd through internal/etcd (the demo

@@ -527,7 +527,7 @@ func TestDockerfile(t *testing.T) {
 	if user == "" || strings.HasPrefix(user, "0") || strings.HasPrefix(user, "root") {
 		t.Errorf("USER %q: want a non-root default", user)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "COPY --from=build", "ENTRYPOINT [\"/usr/local/bin/etcd-backup\"]", "./cmd/etcd-backup"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "COPY --from=build", "ENTRYPOINT [\"/usr/bin/etcd-backup\"]", "./cmd/etcd-backup"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}

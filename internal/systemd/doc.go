@@ -17,6 +17,23 @@
 //	etc/systemd/system/<each of the 4 services>.d/30-etcd-backup.conf   Environment=ETCD_BACKUP_...
 //	etc/systemd/system/etcd.service.d/30-etcd-backup.conf              EnvironmentFile=-/run/etcd-backup/etcd-join.env
 //	etc/etcd-backup/secrets.env                   (0600) only when there are secrets
+//	etc/etcd-backup/etcd-backup.env               (0600) only with Config.Package, which puts the units in lib/systemd/system
+//
+// # The package's units
+//
+// With Config.Package ('etcd-backup systemd --package') the same units are
+// rendered for the .deb, before any setting is known: under
+// lib/systemd/system/, running /usr/bin/etcd-backup, and each service's
+// 30-etcd-backup.conf holds EnvironmentFile=-/etc/etcd-backup/etcd-backup.env
+// instead of Environment= lines. That file is rendered too, as a commented
+// template (0600): the administrator's one place for settings and secrets.
+// What the hardening needs to know in advance is fixed instead: a local
+// repository goes under /var/lib/etcd-backup (StateDirectory=), the data
+// dir under /var/lib (restore and join may write there), and join checks
+// $ETCD_BACKUP_DATA_DIR/member itself (a shell test in ExecStart=, since
+// ConditionPathExists= cannot read the environment). Files written by
+// 'etcd-backup systemd install' to /etc/systemd/system take precedence over
+// the package's (same names), so one machine can move from one to the other.
 //
 // # Settings: one drop-in, copied into each service
 //

@@ -28,6 +28,20 @@ const (
 	DefaultEtcdUnit = "etcd.service"
 )
 
+// The files of the etcd-backup package (Config.Package): its units, its
+// binary, and the one file the administrator edits.
+const (
+	PackageUnitDir = "/lib/systemd/system"
+	PackageBinary  = "/usr/bin/etcd-backup"
+	PackageEnvFile = "/etc/etcd-backup/etcd-backup.env"
+	// PackageStateDir is the services' StateDirectory=: the only place a
+	// packaged unit may write a local repository.
+	PackageStateDir = "/var/lib/etcd-backup"
+	// PackageDataDirParent is writable for restore and join: it holds the
+	// usual data dirs (/var/lib/etcd, Debian's /var/lib/etcd/default).
+	PackageDataDirParent = "/var/lib"
+)
+
 // Unit names.
 const (
 	SnapshotService = "etcd-backup.service"
@@ -74,6 +88,16 @@ type Config struct {
 	// Paths are all other files the services read (certificates,
 	// identities, recipient files): they decide ProtectHome= and PrivateTmp=.
 	Paths []string
+
+	// Package renders the units of a distribution package, built before
+	// any setting is known: they go to PackageUnitDir, every service reads
+	// its settings from PackageEnvFile (EnvironmentFile=-, so a missing
+	// file is no error), which is written as a commented template (0600),
+	// a local repository must be under PackageStateDir (StateDirectory=),
+	// restore and join may write under PackageDataDirParent, and join does
+	// nothing once $ETCD_BACKUP_DATA_DIR/member exists. Settings, Secrets,
+	// RepoDir, DataDir and Paths must be empty.
+	Package bool
 }
 
 // File is one rendered file.
@@ -88,8 +112,9 @@ type File struct {
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
-	"word": unitWord,
-	"path": unitPath,
+	"word":  unitWord,
+	"path":  unitPath,
+	"named": func(d *unitData, name string) named { return named{name, d} },
 }).ParseFS(templateFS, "templates/*.tmpl"))
 
 // unitData is what the templates see.
@@ -107,6 +132,16 @@ type unitData struct {
 	ProtectHome   string
 	PrivateTmp    bool
 	Services      []string
+	Package       bool
+	EnvFile       string // PackageEnvFile when Package
+	StateDir      string // StateDirectory= (under /var/lib) when Package
+}
+
+// named is what the "header" template sees: the unit's name and the
+// rendering it is part of.
+type named struct {
+	Name string
+	*unitData
 }
 
 var (
@@ -133,7 +168,11 @@ func Render(c Config) ([]File, error) {
 		files = append(files, File{Path: p, Mode: mode, Data: tidy(b.Bytes()), Secret: secret})
 		return nil
 	}
-	unit := func(name string) string { return strings.TrimPrefix(path.Join(UnitDir, name), "/") }
+	unitDir := UnitDir
+	if c.Package {
+		unitDir = PackageUnitDir
+	}
+	unit := func(name string) string { return strings.TrimPrefix(path.Join(unitDir, name), "/") }
 	steps := []struct{ path, tmpl string }{
 		{unit(SnapshotService), "snapshot.service.tmpl"},
 		{unit(SnapshotTimer), "snapshot.timer.tmpl"},
@@ -147,6 +186,11 @@ func Render(c Config) ([]File, error) {
 	steps = append(steps, struct{ path, tmpl string }{unit(c.EtcdUnit + ".d/" + DropInName), "etcd.conf.tmpl"})
 	for _, s := range steps {
 		if err := add(s.path, s.tmpl, false); err != nil {
+			return nil, err
+		}
+	}
+	if c.Package {
+		if err := add(strings.TrimPrefix(PackageEnvFile, "/"), "package.env.tmpl", true); err != nil {
 			return nil, err
 		}
 	}
@@ -205,6 +249,15 @@ func (c Config) data() (*unitData, error) {
 		ProtectHome: "yes",
 		PrivateTmp:  true,
 		Services:    Services,
+	}
+	if c.Package {
+		if len(c.Settings) > 0 || len(c.Secrets) > 0 || c.RepoDir != "" || c.DataDir != "" || len(c.Paths) > 0 {
+			return nil, configErr("the package's units read every setting from %s: give none when rendering them", PackageEnvFile)
+		}
+		d.Package = true
+		d.EnvFile = PackageEnvFile
+		d.StateDir = strings.TrimPrefix(PackageStateDir, "/var/lib/")
+		d.DataDirParent = PackageDataDirParent
 	}
 	if c.Watchdog > 0 {
 		d.Watchdog = Timespan(c.Watchdog)

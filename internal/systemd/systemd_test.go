@@ -63,12 +63,25 @@ func minimalConfig() Config {
 	}
 }
 
+// packaged: the units of the .deb, which read their settings from
+// PackageEnvFile.
+func packageConfig() Config {
+	return Config{
+		Binary:   PackageBinary,
+		Interval: DefaultInterval,
+		Watchdog: DefaultWatchdog,
+		EtcdUnit: DefaultEtcdUnit,
+		Package:  true,
+	}
+}
+
 var configs = []struct {
 	name string
 	cfg  func() Config
 }{
 	{"typical", typicalConfig},
 	{"minimal", minimalConfig},
+	{"package", packageConfig},
 }
 
 func renderTo(t *testing.T, c Config) string {
@@ -214,6 +227,9 @@ func verifyUnits(t *testing.T, root string, extraEnv ...string) (string, bool) {
 		t.Fatal(err)
 	}
 	unitDir := filepath.Join(root, UnitDir)
+	if _, err := os.Stat(filepath.Join(root, PackageUnitDir)); err == nil {
+		unitDir = filepath.Join(root, PackageUnitDir)
+	}
 	stubDir := t.TempDir()
 	stub := "[Unit]\nDescription=stub etcd\n\n[Service]\nExecStart=" + exe + "\n"
 	if err := os.WriteFile(filepath.Join(stubDir, DefaultEtcdUnit), []byte(stub), 0o644); err != nil {
@@ -405,6 +421,111 @@ func TestSecretsFileQuotingRoundTrip(t *testing.T) {
 	}
 }
 
+func TestPackageFiles(t *testing.T) {
+	root := renderTo(t, packageConfig())
+	var got []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			got = append(got, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	want := []string{"etc/etcd-backup/etcd-backup.env"}
+	for _, u := range []string{AgentService, SnapshotService, SnapshotTimer, JoinService, RestoreService} {
+		want = append(want, "lib/systemd/system/"+u)
+	}
+	for _, s := range Services {
+		want = append(want, "lib/systemd/system/"+s+".d/"+DropInName)
+	}
+	want = append(want, "lib/systemd/system/"+DefaultEtcdUnit+".d/"+DropInName)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("files\n%q\nwant\n%q", got, want)
+	}
+	env := filepath.Join(root, PackageEnvFile)
+	if st, err := os.Stat(env); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v %v, want mode 0600", PackageEnvFile, st, err)
+	}
+	data, _ := os.ReadFile(env)
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			t.Errorf("%s sets something: %q (the template is all comments)", PackageEnvFile, line)
+		}
+	}
+	for _, s := range Services {
+		b, _ := os.ReadFile(filepath.Join(root, PackageUnitDir, s+".d", DropInName))
+		if !strings.Contains(string(b), "\nEnvironmentFile=-"+PackageEnvFile+"\n") || strings.Contains(string(b), "Environment=") {
+			t.Errorf("%s drop-in:\n%s", s, b)
+		}
+		u, _ := os.ReadFile(filepath.Join(root, PackageUnitDir, s))
+		if !strings.Contains(string(u), PackageBinary+" ") {
+			t.Errorf("%s does not run %s:\n%s", s, PackageBinary, u)
+		}
+	}
+	for _, s := range []string{SnapshotService, AgentService} {
+		u, _ := os.ReadFile(filepath.Join(root, PackageUnitDir, s))
+		if !strings.Contains(string(u), "\nStateDirectory=etcd-backup\n") {
+			t.Errorf("%s has no StateDirectory=:\n%s", s, u)
+		}
+	}
+	for _, s := range []string{RestoreService, JoinService} {
+		u, _ := os.ReadFile(filepath.Join(root, PackageUnitDir, s))
+		if !strings.Contains(string(u), "\nReadWritePaths=-/var/lib\n") {
+			t.Errorf("%s cannot write the data dir's parent:\n%s", s, u)
+		}
+	}
+}
+
+// The packaged etcd-join.service skips join once the data dir has a
+// member, reading the data dir from the environment: run its ExecStart=
+// line (after systemd's $$ unescaping) with sh.
+func TestPackageJoinSkipsWithData(t *testing.T) {
+	root := renderTo(t, packageConfig())
+	u, err := os.ReadFile(filepath.Join(root, PackageUnitDir, JoinService))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script string
+	for _, line := range strings.Split(string(u), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart=/bin/sh -c '"); ok {
+			script = strings.ReplaceAll(strings.TrimSuffix(rest, "'"), "$$", "$")
+		}
+	}
+	if script == "" {
+		t.Fatalf("no ExecStart=/bin/sh -c '...' in\n%s", u)
+	}
+	// A fake binary that records that join ran.
+	bin := filepath.Join(t.TempDir(), "etcd-backup")
+	script = strings.Replace(script, PackageBinary+" ", bin+" ", 1)
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho JOIN \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(t.TempDir(), "etcd")
+	run := func(env ...string) string {
+		cmd := exec.Command("/bin/sh", "-c", script)
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	if out := run("ETCD_BACKUP_DATA_DIR=" + dataDir); !strings.Contains(out, "JOIN join --env-file "+JoinEnvFile) {
+		t.Errorf("no data yet: join did not run: %q", out)
+	}
+	if out := run(); !strings.Contains(out, "JOIN join") {
+		t.Errorf("no data dir set: join did not run: %q", out)
+	}
+	if err := os.MkdirAll(filepath.Join(dataDir, "member"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("ETCD_BACKUP_DATA_DIR=" + dataDir); strings.Contains(out, "JOIN") || !strings.Contains(out, "nothing to join") {
+		t.Errorf("member data present: join ran: %q", out)
+	}
+}
+
 func TestRenderRejects(t *testing.T) {
 	cases := []struct {
 		name string
@@ -422,6 +543,7 @@ func TestRenderRejects(t *testing.T) {
 		{"relative repo dir", func(c *Config) { c.RepoDir = "backups" }},
 		{"data dir /", func(c *Config) { c.DataDir = "/" }},
 		{"relative path", func(c *Config) { c.Paths = []string{"ca.pem"} }},
+		{"package with settings", func(c *Config) { c.Package = true }}, // minimal has a repo
 	}
 	for _, tc := range cases {
 		c := minimalConfig()
