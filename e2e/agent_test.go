@@ -340,6 +340,8 @@ func TestAgentLeaderOnly(t *testing.T) {
 		agents[i] = startAgent(t, c.procs[i].spec.Name, env, "--leader-only", "--interval", interval.String(),
 			"--jitter", "100ms", "--retry-max", "3", "--retry-backoff", "200ms", "--max-age", "5s", "--grace", "5s",
 			"--dial-timeout", "1s", "--command-timeout", "2s",
+			// Storage down must fail a run within this test's patience.
+			"--storage-timeout", "3s",
 			"--repo", repoURL, "--endpoints", strings.Join(own, ","))
 	}
 
@@ -575,8 +577,8 @@ func TestAgentLeaderOnly(t *testing.T) {
 	poll(t, 20*time.Second, "the newest backup older than --max-age", func() bool {
 		return metric(la.metrics(t), "etcd_backup_latest_age_seconds") > 5
 	})
-	// A run fails once its attempts (each one waiting for the S3 client's
-	// own retries) are over.
+	// A run fails once its attempts (each one retrying storage for
+	// --storage-timeout) are over.
 	poll(t, 20*time.Second, "a failed run with the storage down", func() bool {
 		return metric(la.metrics(t), "etcd_backup_runs_total", "result", "failure") > failuresBefore
 	})
