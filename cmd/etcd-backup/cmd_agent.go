@@ -59,8 +59,8 @@ type ordersOptions struct {
 func (o *ordersOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "name", "", "this node's etcd member name: with --data-dir, the agent carries out 'restore-cluster' orders for it")
 	fs.StringVar(&o.DataDir, "data-dir", "", "this node's etcd data dir (for 'restore-cluster'; the old one is moved aside, never deleted)")
-	fs.StringVar(&o.EtcdUnit, "etcd-unit", "", "systemd unit of etcd on this node: 'systemctl stop/start UNIT' during a restore-cluster order")
-	fs.StringVar(&o.StopCmd, "etcd-stop-command", "", "instead of --etcd-unit: shell command (sh -c) that stops etcd and returns once it has exited")
+	fs.StringVar(&o.EtcdUnit, "etcd-unit", "", "systemd unit of etcd on this node: 'systemctl stop/start UNIT' during a restore-cluster order (default "+systemd.DefaultEtcdUnit+")")
+	fs.StringVar(&o.StopCmd, "etcd-stop-command", "", "instead of --etcd-unit: shell command (sh -c) that stops etcd and returns once it has exited (with --etcd-start-command)")
 	fs.StringVar(&o.StartCmd, "etcd-start-command", "", "instead of --etcd-unit: shell command (sh -c) that starts etcd on --data-dir and returns")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/etcd-backup", "where the agent keeps its key for restore orders (order-key.txt, 0600; it opens no backup)")
 	fs.DurationVar(&o.Poll, "order-poll", 5*time.Second, "how often to look for restore orders in the repository")
@@ -287,8 +287,8 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 // --data-dir).
 func ordersExecutor(g *Globals, o *ordersOptions, openRepo func(context.Context) (*repo.Repo, error)) (*clusterrestore.Executor, error) {
 	if o.Name == "" && o.DataDir == "" {
-		if o.EtcdUnit != "" || o.StopCmd != "" || o.StartCmd != "" {
-			return nil, usagef("--etcd-unit and --etcd-stop-command/--etcd-start-command need --name and --data-dir")
+		if o.StopCmd != "" || o.StartCmd != "" {
+			return nil, usagef("--etcd-stop-command/--etcd-start-command need --name and --data-dir")
 		}
 		return nil, nil
 	}
@@ -298,14 +298,19 @@ func ordersExecutor(g *Globals, o *ordersOptions, openRepo func(context.Context)
 	ex := &clusterrestore.Executor{OpenRepo: openRepo, Name: o.Name, DataDir: o.DataDir, Agent: writerName(),
 		Poll: o.Poll, Healthy: o.HealthyFor, Logger: g.log}
 	switch {
-	case o.EtcdUnit != "" && (o.StopCmd != "" || o.StartCmd != ""):
-		return nil, usagef("give --etcd-unit or --etcd-stop-command/--etcd-start-command, not both")
-	case o.EtcdUnit != "":
-		ex.Stop, ex.Start = clusterrestore.SystemdUnit("stop", o.EtcdUnit), clusterrestore.SystemdUnit("start", o.EtcdUnit)
-	case o.StopCmd != "" && o.StartCmd != "":
+	case o.StopCmd != "" || o.StartCmd != "":
+		// Commands win over a unit (the units 'etcd-backup systemd'
+		// renders name etcd's unit; a drop-in may give commands instead).
+		if o.StopCmd == "" || o.StartCmd == "" {
+			return nil, usagef("give both --etcd-stop-command and --etcd-start-command")
+		}
 		ex.Stop, ex.Start = clusterrestore.ShellCommand(o.StopCmd), clusterrestore.ShellCommand(o.StartCmd)
 	default:
-		return nil, usagef("restore orders need a way to stop and start etcd: --etcd-unit UNIT, or --etcd-stop-command and --etcd-start-command")
+		unit := o.EtcdUnit
+		if unit == "" {
+			unit = systemd.DefaultEtcdUnit
+		}
+		ex.Stop, ex.Start = clusterrestore.SystemdUnit("stop", unit), clusterrestore.SystemdUnit("start", unit)
 	}
 	key, err := clusterrestore.LoadOrCreateKey(filepath.Join(o.StateDir, "order-key.txt"))
 	if err != nil {
