@@ -63,7 +63,7 @@ func (o *ordersOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.StopCmd, "etcd-stop-command", "", "instead of --etcd-unit: shell command (sh -c) that stops etcd and returns once it has exited (with --etcd-start-command)")
 	fs.StringVar(&o.StartCmd, "etcd-start-command", "", "instead of --etcd-unit: shell command (sh -c) that starts etcd on --data-dir and returns")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/etcd-backup", "where the agent keeps its key for restore orders (order-key.txt, 0600; it opens no backup)")
-	fs.DurationVar(&o.Poll, "order-poll", 5*time.Second, "how often to look for restore orders in the repository")
+	fs.DurationVar(&o.Poll, "order-poll", 15*time.Second, "how often to look for new restore orders in the repository (one LIST request each time; once an order names this member, every second)")
 	fs.DurationVar(&o.HealthyFor, "order-healthy-timeout", 10*time.Minute, "how long a restored member may take to serve before the order counts as failed on this node")
 }
 
@@ -187,6 +187,14 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		_, err := g.openRepo(ctx, false) // the usage error
 		return err
 	}
+	// Storage retries and give-ups, by operation: a store that throttles
+	// or drops shows here before backups fail.
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcd_backup_storage_retries_total",
+		Help: "Storage operations retried after a transient failure (503, dropped connection, stall), by operation."}, []string{"op"})
+	giveUps := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcd_backup_storage_giveups_total",
+		Help: "Storage operations that gave up after --storage-timeout of transient failures, by operation."}, []string{"op"})
+	g.onRetry = func(op string, _ error) { retries.WithLabelValues(op).Inc() }
+	g.onGiveUp = func(op string) { giveUps.WithLabelValues(op).Inc() }
 	cli, err := o.snap.etcd.connect()
 	if err != nil {
 		return err
@@ -221,7 +229,7 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), retries, giveUps)
 	watchdog, err := agent.WatchdogFromEnv()
 	if err != nil {
 		g.log.Warn("ignoring systemd's watchdog settings", "error", err)

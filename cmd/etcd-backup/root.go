@@ -30,6 +30,9 @@ type Globals struct {
 	// (storage.Policy's Timeout and Stall).
 	StorageTimeout time.Duration
 	StorageStall   time.Duration
+	// storageHooks count retries and give-ups (the agent's metrics).
+	onRetry  func(op string, err error)
+	onGiveUp func(op string)
 
 	stdout, stderr io.Writer
 	log            *slog.Logger
@@ -70,7 +73,8 @@ func (g *Globals) backendOptions(create bool) backends.Options {
 	return backends.Options{
 		Create:       create,
 		RcloneConfig: g.RcloneConfig,
-		Retry:        storage.Policy{Timeout: g.StorageTimeout, Stall: g.StorageStall, Logger: g.log},
+		Retry: storage.Policy{Timeout: g.StorageTimeout, Stall: g.StorageStall, Logger: g.log,
+			OnRetry: g.onRetry, OnGiveUp: g.onGiveUp},
 	}
 }
 

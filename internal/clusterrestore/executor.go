@@ -41,8 +41,13 @@ type Executor struct {
 	Healthy time.Duration
 	Logger  *slog.Logger
 
-	done map[string]bool // orders this agent is through with
+	done   map[string]bool // orders this agent is through with
+	active bool            // an order names this member and is not done: poll fast
 }
+
+// activePoll is how often an agent reads an order it takes part in: each
+// step of the coordinator waits for it.
+const activePoll = time.Second
 
 // ShellCommand runs cmd with sh -c; for --etcd-stop-command and
 // --etcd-start-command.
@@ -89,10 +94,14 @@ func (e *Executor) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			log.Warn("restore orders: cannot read the repository; trying again", "error", err)
 		}
+		wait := e.Poll
+		if e.active {
+			wait = min(wait, activePoll)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(e.Poll):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -118,6 +127,7 @@ func (e *Executor) publishKey(ctx context.Context, r *repo.Repo) error {
 
 // poll looks at every order not done yet.
 func (e *Executor) poll(ctx context.Context, r *repo.Repo) error {
+	e.active = false
 	ids, err := r.OrderIDs(ctx)
 	if err != nil {
 		return err
@@ -171,6 +181,7 @@ func (e *Executor) handle(ctx context.Context, r *repo.Repo, id string) error {
 		}
 	}
 	if !top["go.json"] {
+		e.active = true
 		return nil // the coordinator decides once every member checked in
 	}
 	e.done[id] = true
@@ -271,7 +282,7 @@ func (e *Executor) waitStart(ctx context.Context, r *repo.Repo, o *Order) error 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(e.Poll):
+		case <-time.After(activePoll):
 		}
 	}
 }

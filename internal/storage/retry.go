@@ -48,6 +48,9 @@ type Policy struct {
 	// ("get", "put", "list", "stat", "remove", or a backend's step such as
 	// "upload part") and the error (for metrics).
 	OnRetry func(op string, err error)
+	// OnGiveUp, when set, is called when an operation gives up
+	// (ErrUnavailable).
+	OnGiveUp func(op string)
 }
 
 func (p Policy) withDefaults() Policy {
@@ -133,6 +136,9 @@ func (r *retrier) failed(ctx context.Context, err error) error {
 	wait := r.backoff()
 	if now.Add(wait).Sub(r.since) > r.p.Timeout {
 		r.p.Logger.Warn("storage: giving up", "op", r.op, "name", r.name, "tries", r.tries, "error", err)
+		if r.p.OnGiveUp != nil {
+			r.p.OnGiveUp(r.op)
+		}
 		return &GiveUpError{Op: r.op, Name: r.name, Tries: r.tries, For: now.Sub(r.since), Last: err.Error()}
 	}
 	r.p.Logger.Debug("storage: retrying", "op", r.op, "name", r.name, "try", r.tries, "in", wait, "error", err)
