@@ -281,14 +281,25 @@ func (b *Bucket) isOurs(ctx context.Context, key, token string) bool {
 // part buffers are in use. On any failure the upload is aborted, which
 // deletes its parts; nothing becomes visible.
 func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r io.Reader, token string) (err error) {
+	// The upload is created under a context the caller cannot cancel: once
+	// the server made it, this Put must know its ID to abort it (a request
+	// cut by a cancelled context could leave an upload nobody knows).
 	var uploadID string
-	err = storage.Retry(ctx, "start multipart upload", func(ctx context.Context) error {
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout) // keeps the retry policy
+	err = storage.Retry(sctx, "start multipart upload", func(ctx context.Context) error {
 		var err error
 		uploadID, err = b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{
 			UserMetadata: map[string]string{tokenMeta: token},
 		})
 		return classify(err)
 	})
+	scancel()
+	if err == nil && ctx.Err() != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+		_ = b.core.AbortMultipartUpload(actx, b.cfg.Bucket, key, uploadID)
+		cancel()
+		err = ctx.Err()
+	}
 	if err != nil {
 		bufPool.Put(first)
 		return fmt.Errorf("start multipart upload: %w", err)
