@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -491,29 +490,7 @@ func (b *bench) writeMethod(p printer) {
 	p("\n\n")
 }
 
-// writeSection puts section between the markers in the file at path: in
-// place of the old marked block when there is one, appended otherwise.
+// writeSection puts section between this benchmark's markers in path.
 func writeSection(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	block := beginMarker + "\n" + strings.TrimRight(section, "\n") + "\n" + endMarker + "\n"
-	s := string(old)
-	var out string
-	i := strings.Index(s, beginMarker)
-	j := strings.Index(s, endMarker)
-	if i >= 0 && j > i {
-		rest := strings.TrimPrefix(s[j+len(endMarker):], "\n")
-		out = s[:i] + block + rest
-	} else {
-		if s != "" && !strings.HasSuffix(s, "\n") {
-			s += "\n"
-		}
-		if s != "" {
-			s += "\n"
-		}
-		out = s + block
-	}
-	return benchkit.WriteFileAtomic(path, []byte(out))
+	return benchkit.WriteSection(path, beginMarker, endMarker, section)
 }

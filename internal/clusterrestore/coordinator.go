@@ -312,12 +312,17 @@ func appendTrailer(p string) error {
 func wait(ctx context.Context, r *repo.Repo, o *Order, req Request, out *Outcome, log *slog.Logger) error {
 	seen := map[string]int{} // reports already told, per member
 	out.Members = map[string]Report{}
+	var ms memberStates // the last listing read: what the timeout reports
 	for {
 		objs, err := r.OrderObjects(ctx, o.ID, "")
 		if err != nil && ctx.Err() == nil {
 			return err
 		}
-		ms, top := parseReports(objs)
+		if err != nil {
+			return incomplete(o, ms) // the deadline cut this listing: report the last one
+		}
+		var top map[string]bool
+		ms, top = parseReports(objs)
 		for _, mb := range o.Members {
 			for _, base := range ms[mb][min(seen[mb], len(ms[mb])):] {
 				var rep Report
@@ -362,19 +367,24 @@ func wait(ctx context.Context, r *repo.Repo, o *Order, req Request, out *Outcome
 		}
 		select {
 		case <-ctx.Done():
-			var pending []string
-			for _, mb := range o.Members {
-				if st := ms.last(mb); !Terminal(st) {
-					if st == "" {
-						st = "no report: is its agent running?"
-					}
-					pending = append(pending, mb+" ("+st+")")
-				}
-			}
-			return fmt.Errorf("%w: after the timeout, not done: %s; run the same command again to go on waiting", ErrIncomplete, strings.Join(pending, ", "))
+			return incomplete(o, ms)
 		case <-time.After(req.Poll):
 		}
 	}
+}
+
+// incomplete is the error of a timeout: who is not done, and where.
+func incomplete(o *Order, ms memberStates) error {
+	var pending []string
+	for _, mb := range o.Members {
+		if st := ms.last(mb); !Terminal(st) {
+			if st == "" {
+				st = "no report: is its agent running?"
+			}
+			pending = append(pending, mb+" ("+st+")")
+		}
+	}
+	return fmt.Errorf("%w: after the timeout, not done: %s; run the same command again to go on waiting", ErrIncomplete, strings.Join(pending, ", "))
 }
 
 func allChecked(o *Order, ms memberStates) bool {

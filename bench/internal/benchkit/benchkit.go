@@ -266,3 +266,31 @@ func (m Machine) Rows() string {
 	p("| load average (1 min) | %.2f at start, %.2f at end |\n", m.LoadStart, m.LoadEnd)
 	return b.String()
 }
+
+// WriteSection puts section between the begin and end markers in the file
+// at path: in place of the old marked block when there is one, appended
+// otherwise. Each benchmark keeps its own section of BENCHMARKS.md this way.
+func WriteSection(path, begin, end, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	block := begin + "\n" + strings.TrimRight(section, "\n") + "\n" + end + "\n"
+	s := string(old)
+	var out string
+	i := strings.Index(s, begin)
+	j := strings.Index(s, end)
+	if i >= 0 && j > i {
+		rest := strings.TrimPrefix(s[j+len(end):], "\n")
+		out = s[:i] + block + rest
+	} else {
+		if s != "" && !strings.HasSuffix(s, "\n") {
+			s += "\n"
+		}
+		if s != "" {
+			s += "\n"
+		}
+		out = s + block
+	}
+	return WriteFileAtomic(path, []byte(out))
+}
