@@ -264,6 +264,36 @@ func (b *Bucket) putSingleOnce(ctx context.Context, key string, data []byte, tok
 	}
 }
 
+// abort aborts a multipart upload and makes sure it stays aborted: a part
+// whose request was cancelled client-side may still be stored by the
+// server after the abort (seen with versitygw), bringing the upload back;
+// abort looks again and aborts again, a few times.
+func (b *Bucket) abort(ctx context.Context, key, uploadID string) error {
+	var err error
+	for try := 0; try < 4; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(250 * time.Millisecond):
+			}
+			res, lerr := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, key, "", "", "", 1000)
+			if lerr != nil {
+				return err
+			}
+			found := false
+			for _, u := range res.Uploads {
+				found = found || (u.Key == key && u.UploadID == uploadID)
+			}
+			if !found {
+				return nil
+			}
+		}
+		err = b.core.AbortMultipartUpload(ctx, b.cfg.Bucket, key, uploadID)
+	}
+	return err
+}
+
 // isOurs reports whether the object at key was written by the Put that
 // holds token. minio-go retries a request whose response was lost; when the
 // first try did succeed, the retry's If-None-Match fails, and without this
@@ -296,7 +326,7 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 	scancel()
 	if err == nil && ctx.Err() != nil {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
-		_ = b.core.AbortMultipartUpload(actx, b.cfg.Bucket, key, uploadID)
+		_ = b.abort(actx, key, uploadID)
 		cancel()
 		err = ctx.Err()
 	}
@@ -310,7 +340,7 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
 		defer cancel()
-		if aerr := b.core.AbortMultipartUpload(actx, b.cfg.Bucket, key, uploadID); aerr != nil {
+		if aerr := b.abort(actx, key, uploadID); aerr != nil {
 			err = fmt.Errorf("%w; aborting multipart upload %s also failed (its parts stay invisible but use space until a lifecycle rule for incomplete uploads removes them): %v", err, uploadID, aerr)
 		}
 	}()
