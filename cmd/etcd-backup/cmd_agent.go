@@ -16,7 +16,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/agent"
 	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/clusterrestore"
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/prune"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -83,8 +83,8 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): read it back, restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
 	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
-	fs.DurationVar(&o.JournalFlush, "journal-flush", continuous.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
-	fs.IntVar(&o.JournalMax, "journal-max-segment", continuous.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
+	fs.DurationVar(&o.JournalFlush, "journal-flush", writer.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
+	fs.IntVar(&o.JournalMax, "journal-max-segment", writer.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
 	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for --verify-every and --drill-every to check encrypted backups completely (--verify-every without it: stored size and sha256 only; a drill needs it)")
 }
 

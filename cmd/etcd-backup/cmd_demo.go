@@ -15,10 +15,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/embedded"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 	"github.com/etcd-backup/etcd-backup/internal/storage/backends"
@@ -223,7 +223,7 @@ func checkDemoKeys(ctx context.Context, cli *clientv3.Client, want map[string][]
 	return nil
 }
 
-// demoJournal journals the cluster from backup m on (continuous.Run, as the
+// demoJournal journals the cluster from backup m on (writer.Run, as the
 // agent does) while it writes n more keys, then deletes a tenth of all keys
 // with one prefix delete: the mistake. It returns the keys written, the last
 // good revision, the mistake's revision and the number of segments sealed.
@@ -234,7 +234,7 @@ func demoJournal(ctx context.Context, cli *etcd.Client, r *repo.Repo, m *format.
 	var sealedSegs atomic.Int32
 	done := make(chan error, 1)
 	go func() {
-		done <- continuous.Run(jctx, continuous.Config{
+		done <- writer.Run(jctx, writer.Config{
 			Client: cli.Client, Repo: r, Flush: 200 * time.Millisecond, Writer: "demo",
 			OnSealed: func(s *format.Manifest) { sealed.Store(s.Journal.End); sealedSegs.Add(1) },
 		}, m)

@@ -13,7 +13,8 @@ import (
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 )
@@ -129,7 +130,7 @@ func runHistory(ctx context.Context, g *Globals, o *historyOptions, ref string) 
 	}
 	enc := json.NewEncoder(g.stdout)
 	n := 0
-	err = restore.ReadJournal(ctx, r, p, ids, func(rec *journal.Record) error {
+	err = restore.ReadJournal(ctx, r, p, ids, func(rec *codec.Record) error {
 		if rec.Revision < o.FromRev || (!since.IsZero() && rec.Time.Before(since)) {
 			return nil
 		}

@@ -11,7 +11,8 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/drill"
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
@@ -119,7 +120,7 @@ func verifyJournal(ctx context.Context, g *Globals, r *repo.Repo, m *format.Mani
 	p, brk := restore.Chain(ctx, r, m)
 	if p != nil {
 		var records, events int
-		err := restore.ReadJournal(ctx, r, p, ids, func(rec *journal.Record) error {
+		err := restore.ReadJournal(ctx, r, p, ids, func(rec *codec.Record) error {
 			records++
 			events += len(rec.Events)
 			return nil

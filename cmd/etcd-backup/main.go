@@ -15,7 +15,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/replay"
+	"github.com/etcd-backup/etcd-backup/internal/journal/replay"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 	"github.com/etcd-backup/etcd-backup/internal/storage"

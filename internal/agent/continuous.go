@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 )
 
 // Reasons a journal chain ended other than a new snapshot or a leader change.
@@ -102,9 +102,9 @@ func (a *Agent) journalLoop(ctx context.Context) {
 		switch {
 		case ctx.Err() != nil:
 			return
-		case errors.Is(err, continuous.ErrCompacted), errors.Is(err, continuous.ErrChainBroken):
+		case errors.Is(err, writer.ErrCompacted), errors.Is(err, writer.ErrChainBroken):
 			reason := restartCompacted
-			if errors.Is(err, continuous.ErrChainBroken) {
+			if errors.Is(err, writer.ErrChainBroken) {
 				reason = restartBroken
 			}
 			a.jm.restarts.WithLabelValues(reason).Inc()
@@ -172,7 +172,7 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	cfg := continuous.Config{
+	cfg := writer.Config{
 		Client:     a.cfg.Client.Client,
 		Repo:       r,
 		Recipients: a.cfg.Backup.Recipients,
@@ -203,7 +203,7 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		a.st.journal.Active = false
 		a.mu.Unlock()
 	}()
-	go func() { done <- continuous.Run(jctx, cfg, base) }()
+	go func() { done <- writer.Run(jctx, cfg, base) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

@@ -34,7 +34,7 @@ var (
 	testPkgs = []string{"internal/testenv", "internal/storage/storagetest", "internal/drill/drilltest"}
 	// serverImporters may import go.etcd.io/etcd/server/v3: etcd's own code
 	// run offline or in-process (internal/datadir/doc.go says why).
-	serverImporters = []string{"internal/datadir", "internal/drill", "internal/embedded", "internal/replay"}
+	serverImporters = []string{"internal/datadir", "internal/drill", "internal/embedded", "internal/journal/replay"}
 )
 
 const importsPrefix = "// Imports:"
@@ -350,7 +350,7 @@ func TestCheck(t *testing.T) {
 		{"format imports etcd", with(p("internal/format", "none", "go.etcd.io/etcd/api/v3/mvccpb")), []string{"internal/format knows no storage and no etcd"}},
 		{"test helper in a non-test import", with(p("internal/repo", "internal/testenv", "internal/testenv")), []string{"internal/testenv is imported from _test.go files only"}},
 		{"etcd server outside its importers", with(p("internal/x", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3/storage/mvcc")), []string{"import etcd's server packages"}},
-		{"etcdutl outside datadir", with(p("internal/replay", "go.etcd.io/etcd/etcdutl/v3", "go.etcd.io/etcd/etcdutl/v3/snapshot")), []string{"only internal/datadir imports etcdutl"}},
+		{"etcdutl outside datadir", with(p("internal/journal/replay", "go.etcd.io/etcd/etcdutl/v3", "go.etcd.io/etcd/etcdutl/v3/snapshot")), []string{"only internal/datadir imports etcdutl"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,7 @@
 // It is the only importer of etcdutl (etcd's restore code). etcd's server
 // packages (go.etcd.io/etcd/server/v3) are imported directly only where
 // etcd's own code has to run offline or in-process, never to talk to a live
-// cluster: by internal/replay (mvcc, backend, lease: it applies journal
+// cluster: by internal/journal/replay (mvcc, backend, lease: it applies journal
 // records to a db file), internal/drill (storage/schema: it reads and
 // lowers the versions in a throwaway copy of a restored db) and
 // internal/embedded (embed: it runs members in-process); this package may

@@ -12,7 +12,8 @@ import (
 	"sync"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
 
@@ -197,15 +198,15 @@ func (r *Repo) Chains(ctx context.Context) ([]string, error) {
 }
 
 // Coverage reads the segments of snapshot m's chain and follows them
-// (journal.Check). A damaged segment manifest ends the coverage like a gap:
+// (chain.Check). A damaged segment manifest ends the coverage like a gap:
 // it is reported in Coverage.Break. The error is for failures to read the
 // repository at all.
-func (r *Repo) Coverage(ctx context.Context, m *format.Manifest) (journal.Coverage, error) {
+func (r *Repo) Coverage(ctx context.Context, m *format.Manifest) (chain.Coverage, error) {
 	segs, err := r.Segments(ctx, m.ID)
 	if err != nil && !errors.Is(err, format.ErrIntegrity) && !errors.Is(err, format.ErrVersion) {
-		return journal.Coverage{}, err
+		return chain.Coverage{}, err
 	}
-	cov := journal.Check(m.Revision, segs)
+	cov := chain.Check(m.Revision, segs)
 	if err != nil && cov.Break == nil {
 		cov.Break = err // the segment after the readable ones is damaged
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/replay"
+	"github.com/etcd-backup/etcd-backup/internal/journal/replay"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 )
 

@@ -10,7 +10,9 @@ import (
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 )
 
@@ -194,7 +196,7 @@ func upper(m *format.Manifest) int64 {
 	return m.Revision
 }
 
-func journalPlan(m *format.Manifest, cov journal.Coverage, to int64, at time.Time) *JournalPlan {
+func journalPlan(m *format.Manifest, cov chain.Coverage, to int64, at time.Time) *JournalPlan {
 	return &JournalPlan{Chain: m.ID, Segments: cov.Segments, ToRevision: to, ToTime: at, End: cov.End, EndTime: cov.LastTime, ClusterID: m.ClusterID}
 }
 
@@ -267,7 +269,7 @@ type segmentSource struct {
 	cur *format.Manifest
 	rc  io.ReadCloser
 	dec *format.Decoder
-	rd  *journal.Reader
+	rd  *codec.Reader
 	// last revision returned from cur
 	last int64
 	done bool
@@ -290,7 +292,7 @@ func (s *segmentSource) closeCur() {
 func (s *segmentSource) Close() { s.closeCur() }
 
 // Next implements replay.Source.
-func (s *segmentSource) Next() (*journal.Record, error) {
+func (s *segmentSource) Next() (*codec.Record, error) {
 	for {
 		if s.done {
 			return nil, io.EOF
@@ -314,7 +316,7 @@ func (s *segmentSource) Next() (*journal.Record, error) {
 				rc.Close()
 				return nil, fmt.Errorf("journal segment %s: %w", m.ID, err)
 			}
-			s.cur, s.rc, s.dec, s.rd, s.last = m, rc, dec, journal.NewReader(dec), 0
+			s.cur, s.rc, s.dec, s.rd, s.last = m, rc, dec, codec.NewReader(dec), 0
 		}
 		rec, err := s.rd.Next()
 		if err == io.EOF {
@@ -360,7 +362,7 @@ func Chain(ctx context.Context, r *repo.Repo, m *format.Manifest) (*JournalPlan,
 
 // ReadJournal reads every record of p's segments in order, with every check
 // of docs/format.md, and calls fn with each. An error from fn stops it.
-func ReadJournal(ctx context.Context, r *repo.Repo, p *JournalPlan, ids []age.Identity, fn func(*journal.Record) error) error {
+func ReadJournal(ctx context.Context, r *repo.Repo, p *JournalPlan, ids []age.Identity, fn func(*codec.Record) error) error {
 	src := newSegmentSource(ctx, r, p, ids)
 	defer src.Close()
 	for {

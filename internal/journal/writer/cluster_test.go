@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
@@ -20,7 +20,7 @@ func TestChainRefusesAnotherCluster(t *testing.T) {
 	clA, cliA := testenv.StartEtcd(t, 1)
 	r := openRepo(t, t.TempDir(), nil)
 	base := takeBase(t, cliA, r)
-	wa := startWriter(t, "a", continuous.Config{Client: newClient(t, clA.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
+	wa := startWriter(t, "a", writer.Config{Client: newClient(t, clA.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
 	var last int64
 	for i := 0; i < 20; i++ {
 		resp, err := cliA.Client.Put(ctx, fmt.Sprintf("/a/%02d", i), "A")
@@ -42,7 +42,7 @@ func TestChainRefusesAnotherCluster(t *testing.T) {
 		lastB = resp.Header.Revision
 	}
 	t.Logf("cluster A %x chain end %d; cluster B %x at %d", base.ClusterID, last, clB.Members[0].Server.Cluster().ID(), lastB)
-	wb := startWriter(t, "b", continuous.Config{Client: newClient(t, clB.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
+	wb := startWriter(t, "b", writer.Config{Client: newClient(t, clB.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
 	for i := 0; i < 5; i++ {
 		resp, _ := cliB.Client.Put(ctx, fmt.Sprintf("/b/new%d", i), "B")
 		lastB = resp.Header.Revision
@@ -52,7 +52,7 @@ func TestChainRefusesAnotherCluster(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a writer on another cluster went on journaling into the chain")
 	}
-	if !errors.Is(wb.err, continuous.ErrChainBroken) {
+	if !errors.Is(wb.err, writer.ErrChainBroken) {
 		t.Fatalf("writer on another cluster returned %v, want ErrChainBroken", wb.err)
 	}
 	if wb.sealed.Load() != 0 {

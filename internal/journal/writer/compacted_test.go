@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
@@ -41,7 +41,7 @@ func TestCompactedKeepsReceivedRevisions(t *testing.T) {
 		}}
 	})
 	base := takeBase(t, cli, r)
-	wr := startWriter(t, "w", continuous.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond, MaxSegment: 4000}, base)
+	wr := startWriter(t, "w", writer.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond, MaxSegment: 4000}, base)
 	val := strings.Repeat("x", 200)
 	put := func(n int) int64 {
 		var rev int64
@@ -71,7 +71,7 @@ func TestCompactedKeepsReceivedRevisions(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return")
 	}
-	if !errors.Is(wr.err, continuous.ErrCompacted) {
+	if !errors.Is(wr.err, writer.ErrCompacted) {
 		t.Fatalf("Run: %v", wr.err)
 	}
 	end := chainEnd(t, r, base)

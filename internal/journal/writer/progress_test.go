@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
@@ -24,7 +24,7 @@ func TestProgressWhileIdle(t *testing.T) {
 	}
 	var calls atomic.Int32
 	var rev atomic.Int64
-	w := startWriter(t, "w", continuous.Config{Client: cli.Client, Repo: r, Flush: 100 * time.Millisecond,
+	w := startWriter(t, "w", writer.Config{Client: cli.Client, Repo: r, Flush: 100 * time.Millisecond,
 		OnProgress: func(r int64, at time.Time) { calls.Add(1); rev.Store(r) }}, base)
 	waitFor(t, 10*time.Second, "three progress confirmations", func() bool { return calls.Load() >= 3 })
 	if rev.Load() != resp.Header.Revision {

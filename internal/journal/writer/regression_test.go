@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
@@ -37,7 +37,7 @@ func TestManifestPutLandedButReported(t *testing.T) {
 			return err
 		}}
 	})
-	wr := startWriter(t, "w", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
+	wr := startWriter(t, "w", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
 	w := newWorkload(t, cli.Client, 9, "/landed/")
 	for i := 0; i < 30; i++ {
 		w.step()
@@ -80,7 +80,7 @@ func TestStopWhileUploadRetrying(t *testing.T) {
 		}}
 	})
 	const sealTimeout = 500 * time.Millisecond
-	wr := startWriter(t, "w", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond, SealTimeout: sealTimeout}, base)
+	wr := startWriter(t, "w", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond, SealTimeout: sealTimeout}, base)
 	// Registered after startWriter's cleanup, so it runs first: a hung Run
 	// then ends at its next retry.
 	t.Cleanup(func() { permanent.Store(true) })

@@ -1,4 +1,4 @@
-package journal
+package codec
 
 // Journal segment byte stream (framing version 1)
 //

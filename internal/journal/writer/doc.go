@@ -23,4 +23,4 @@
 // packages or any concrete storage backend.
 //
 // Imports: internal/format, internal/journal, internal/repo, internal/storage, internal/version, go.etcd.io/etcd/client/v3
-package continuous
+package writer

@@ -22,7 +22,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/embedded"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
 )
 
 // TestReplayMatchesEtcd runs a random workload against a real etcd,
@@ -61,8 +61,8 @@ type converter struct {
 	done chan struct{}
 
 	mu       sync.Mutex
-	recs     []*journal.Record
-	cur      *journal.Record
+	recs     []*codec.Record
+	cur      *codec.Record
 	seen     map[int64]bool
 	received int64 // highest revision received
 	err      error
@@ -93,10 +93,10 @@ func (c *converter) run(ctx context.Context, wch clientv3.WatchChan) {
 }
 
 func (c *converter) add(ctx context.Context, ev *clientv3.Event) {
-	var l *journal.Lease
+	var l *codec.Lease
 	if id := ev.Kv.Lease; ev.Type == mvccpb.PUT && id != 0 && !c.seen[id] {
 		c.seen[id] = true
-		l = &journal.Lease{ID: id}
+		l = &codec.Lease{ID: id}
 		if r, err := c.cli.TimeToLive(ctx, clientv3.LeaseID(id)); err == nil && r.TTL > 0 {
 			l.TTL = r.GrantedTTL
 		}
@@ -109,7 +109,7 @@ func (c *converter) add(ctx context.Context, ev *clientv3.Event) {
 		c.cur = nil
 	}
 	if c.cur == nil {
-		c.cur = &journal.Record{Revision: rev, Time: time.Now()}
+		c.cur = &codec.Record{Revision: rev, Time: time.Now()}
 	}
 	c.cur.Events = append(c.cur.Events, (*mvccpb.Event)(ev))
 	if l != nil {
@@ -139,7 +139,7 @@ func (c *converter) waitFor(t testing.TB, rev int64) {
 }
 
 // finish stops the watch (cancel its context first) and returns the records.
-func (c *converter) finish(t testing.TB) []*journal.Record {
+func (c *converter) finish(t testing.TB) []*codec.Record {
 	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -515,7 +515,7 @@ func keyMap(kvs []*mvccpb.KeyValue) map[string]*mvccpb.KeyValue {
 }
 
 // checkJournalTTLs: the converter recorded each lease's original TTL.
-func (s *scenario) checkJournalTTLs(recs []*journal.Record) {
+func (s *scenario) checkJournalTTLs(recs []*codec.Record) {
 	for _, r := range recs {
 		for _, l := range r.Leases {
 			if l.TTL != 0 && l.TTL != s.granted[l.ID] {
@@ -529,7 +529,7 @@ func (s *scenario) checkJournalTTLs(recs []*journal.Record) {
 // keyspaces: the snapshot's leases and those PUTs referred to, minus those
 // that lost a key to a deletion and have no key at target. It returns the
 // TTL each should have.
-func (s *scenario) expectedLeases(recs []*journal.Record, target int64) map[int64]int64 {
+func (s *scenario) expectedLeases(recs []*codec.Record, target int64) map[int64]int64 {
 	journalTTL := map[int64]int64{}
 	for _, r := range recs {
 		for _, l := range r.Leases {
@@ -556,7 +556,7 @@ func (s *scenario) expectedLeases(recs []*journal.Record, target int64) map[int6
 				if _, ok := exp[kv.Lease]; !ok {
 					exp[kv.Lease] = journalTTL[kv.Lease]
 					if exp[kv.Lease] == 0 {
-						exp[kv.Lease] = journal.FallbackLeaseTTL
+						exp[kv.Lease] = codec.FallbackLeaseTTL
 					}
 				}
 			}
@@ -577,7 +577,7 @@ func (s *scenario) expectedLeases(recs []*journal.Record, target int64) map[int6
 
 // verify replays up to target, builds a data dir with etcd's restore,
 // starts etcd on it and compares it with the source at target.
-func (s *scenario) verify(recs []*journal.Record, target int64) {
+func (s *scenario) verify(recs []*codec.Record, target int64) {
 	t := s.t
 	start := time.Now()
 	work := filepath.Join(s.dir, fmt.Sprintf("target-%d", target))
@@ -663,7 +663,7 @@ func (s *scenario) verify(recs []*journal.Record, target int64) {
 		}
 		want := s.granted[kv.Lease]
 		if unknown[kv.Lease] {
-			want = journal.FallbackLeaseTTL
+			want = codec.FallbackLeaseTTL
 			t.Logf("target %d: lease %x expired before the converter looked it up", target, kv.Lease)
 		}
 		if r := restored[kv.Lease]; r == nil || r.GrantedTTL != want {

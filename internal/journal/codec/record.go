@@ -1,4 +1,4 @@
-package journal
+package codec
 
 import (
 	"time"

@@ -1,4 +1,4 @@
-package continuous
+package writer
 
 import (
 	"bytes"
@@ -16,7 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/version"
@@ -59,7 +60,7 @@ type Config struct {
 
 // record is a journal record with its size estimate.
 type record struct {
-	journal.Record
+	codec.Record
 	size int
 }
 
@@ -284,7 +285,7 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 				if rev < w.next.Load() {
 					continue // another writer sealed it already
 				}
-				r := &record{Record: journal.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
+				r := &record{Record: codec.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
 				w.addLease(lctx, leases, r, ev)
 				if len(cur.recs) == 0 {
 					cur.first = time.Now()
@@ -310,13 +311,13 @@ func (w *writer) addLease(ctx context.Context, seen map[int64]bool, r *record, e
 	resp, err := w.cfg.Client.TimeToLive(lctx, clientv3.LeaseID(id))
 	switch {
 	case err != nil:
-		w.log.Warn("lease TTL lookup failed; replay will grant it the fallback TTL", "lease", fmt.Sprintf("%016x", id), "fallback_ttl", journal.FallbackLeaseTTL, "error", err)
+		w.log.Warn("lease TTL lookup failed; replay will grant it the fallback TTL", "lease", fmt.Sprintf("%016x", id), "fallback_ttl", codec.FallbackLeaseTTL, "error", err)
 	case resp.TTL == -1:
 		// Already expired or revoked: its keys' deletion follows in the journal.
 	default:
 		ttl = resp.GrantedTTL
 	}
-	r.Leases = append(r.Leases, journal.Lease{ID: id, TTL: ttl})
+	r.Leases = append(r.Leases, codec.Lease{ID: id, TTL: ttl})
 	r.size += 16
 }
 
@@ -384,12 +385,12 @@ func (w *writer) seal(ctx context.Context, s *segment) error {
 
 func (w *writer) encode(start int64, recs []*record) (*format.Manifest, []byte, error) {
 	raw := make([]byte, 0, 1024)
-	raw = append(raw, journal.Magic...)
+	raw = append(raw, codec.Magic...)
 	events := 0
 	var err error
 	for _, r := range recs {
-		if raw, err = journal.AppendFrame(raw, &r.Record); err != nil {
-			// A revision whose events exceed journal.MaxFrame (one delete of
+		if raw, err = codec.AppendFrame(raw, &r.Record); err != nil {
+			// A revision whose events exceed codec.MaxFrame (one delete of
 			// about a million keys) cannot be journaled: a new snapshot
 			// must start a new chain after it.
 			return nil, nil, fmt.Errorf("%w: encode journal record %d: %v", ErrChainBroken, r.Revision, err)

@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"context"
@@ -16,9 +16,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
 
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
+
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
@@ -43,7 +44,7 @@ func TestJournalContents(t *testing.T) {
 	t.Logf("base %s at revision %d", base.ID, base.Revision)
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
 
-	wr := startWriter(t, "w1", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 100 * time.Millisecond}, base)
+	wr := startWriter(t, "w1", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 100 * time.Millisecond}, base)
 	for i := 0; i < 400; i++ {
 		w.step()
 		if i%50 == 0 {
@@ -137,14 +138,14 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	r1, r2 := openRepo(t, root, wrap(0, 1)), openRepo(t, root, wrap(1, 2))
 
 	w := newWorkload(t, cli.Client, 2, "/two/")
-	w1 := startWriter(t, "w1", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r1, Flush: 70 * time.Millisecond}, base)
-	var w2 *writer
+	w1 := startWriter(t, "w1", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r1, Flush: 70 * time.Millisecond}, base)
+	var w2 *runner
 	stopAt := time.Now().Add(5 * time.Second)
 	for time.Now().Before(stopAt) {
 		if w2 == nil && time.Since(start) > time.Second {
 			// The second writer starts from what the repository holds, and
 			// seals small segments: it races the first at many starts.
-			w2 = startWriter(t, "w2", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r2, Flush: 130 * time.Millisecond, MaxSegment: 2 << 10}, base)
+			w2 = startWriter(t, "w2", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r2, Flush: 130 * time.Millisecond, MaxSegment: 2 << 10}, base)
 		}
 		w.step()
 		time.Sleep(time.Millisecond)
@@ -155,7 +156,7 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	// stopping writer still holds is sealed after the other's segments or
 	// dropped.
 	time.Sleep(300 * time.Millisecond)
-	for _, wr := range []*writer{w1, w2} {
+	for _, wr := range []*runner{w1, w2} {
 		if err := wr.stop(t, 5*time.Second); err != nil {
 			t.Fatalf("writer %s: Run: %v", wr.name, err)
 		}
@@ -213,7 +214,7 @@ func TestResumeAfterKill(t *testing.T) {
 		}}
 	})
 	w := newWorkload(t, cli.Client, 3, "/kill/")
-	w1 := startWriter(t, "w1", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: crashing, Flush: 50 * time.Millisecond}, base)
+	w1 := startWriter(t, "w1", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: crashing, Flush: 50 * time.Millisecond}, base)
 	var err1 error
 	for i := 0; ; i++ {
 		w.step()
@@ -229,7 +230,7 @@ func TestResumeAfterKill(t *testing.T) {
 		}
 		break
 	}
-	if err1 == nil || !errors.Is(err1, errCrash) || errors.Is(err1, continuous.ErrCompacted) || errors.Is(err1, continuous.ErrChainBroken) {
+	if err1 == nil || !errors.Is(err1, errCrash) || errors.Is(err1, writer.ErrCompacted) || errors.Is(err1, writer.ErrChainBroken) {
 		t.Fatalf("Run of the crashing writer: %v, want the manifest write's error", err1)
 	}
 	t.Logf("first writer stopped: %v", err1)
@@ -243,7 +244,7 @@ func TestResumeAfterKill(t *testing.T) {
 	}
 
 	r := openRepo(t, root, nil)
-	w2 := startWriter(t, "w2", continuous.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
+	w2 := startWriter(t, "w2", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r, Flush: 50 * time.Millisecond}, base)
 	for i := 0; i < 100; i++ {
 		w.step()
 	}
@@ -295,9 +296,9 @@ func TestCompacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	began := time.Now()
-	err := continuous.Run(ctx, continuous.Config{Client: cli.Client, Repo: r, Flush: 100 * time.Millisecond}, base)
+	err := writer.Run(ctx, writer.Config{Client: cli.Client, Repo: r, Flush: 100 * time.Millisecond}, base)
 	took := time.Since(began)
-	if !errors.Is(err, continuous.ErrCompacted) {
+	if !errors.Is(err, writer.ErrCompacted) {
 		t.Fatalf("Run after compaction to %d (base %d): %v, want ErrCompacted", rev, base.Revision, err)
 	}
 	if took > 3*time.Second {
@@ -312,7 +313,7 @@ func TestCompacted(t *testing.T) {
 	// it still needs a compacted revision; a compaction of what it has
 	// already received changes nothing.
 	base2 := takeBase(t, cli, r)
-	wr := startWriter(t, "w", continuous.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond}, base2)
+	wr := startWriter(t, "w", writer.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond}, base2)
 	for i := 0; i < 20; i++ {
 		w.step()
 	}
@@ -338,7 +339,7 @@ func TestChainBroken(t *testing.T) {
 	r := openRepo(t, root, nil)
 	base := takeBase(t, cli, r)
 	w := newWorkload(t, cli.Client, 5, "/gap/")
-	wr := startWriter(t, "w", continuous.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond}, base)
+	wr := startWriter(t, "w", writer.Config{Client: cli.Client, Repo: r, Flush: 50 * time.Millisecond}, base)
 	for i := 0; i < 50; i++ {
 		w.step()
 		if i%10 == 0 {
@@ -360,8 +361,8 @@ func TestChainBroken(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = continuous.Run(ctx, continuous.Config{Client: cli.Client, Repo: r}, base)
-	if !errors.Is(err, continuous.ErrChainBroken) {
+	err = writer.Run(ctx, writer.Config{Client: cli.Client, Repo: r}, base)
+	if !errors.Is(err, writer.ErrChainBroken) {
 		t.Fatalf("Run on a chain with a gap: %v, want ErrChainBroken", err)
 	}
 }
@@ -375,7 +376,7 @@ func TestSealOnStop(t *testing.T) {
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
 	// A flush interval longer than the test: only the final seal on stop
 	// publishes anything.
-	wr := startWriter(t, "w", continuous.Config{Client: cli.Client, Repo: r, Flush: time.Hour}, base)
+	wr := startWriter(t, "w", writer.Config{Client: cli.Client, Repo: r, Flush: time.Hour}, base)
 	w := newWorkload(t, cli.Client, 6, "/stop/")
 	for i := 0; i < 100; i++ {
 		w.step()
@@ -459,7 +460,7 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 	const maxSeg, valueSize = 16 << 10, 1 << 10
 	var ws watchStats
 	wcli := newClient(t, cl.Endpoints(), grpc.WithStatsHandler(&ws))
-	wr := startWriter(t, "w", continuous.Config{Client: wcli, Repo: r, Flush: 50 * time.Millisecond, MaxSegment: maxSeg}, base)
+	wr := startWriter(t, "w", writer.Config{Client: wcli, Repo: r, Flush: 50 * time.Millisecond, MaxSegment: maxSeg}, base)
 	w := newWorkload(t, cli.Client, 7, "/bp/")
 	for i := 0; i < 10; i++ {
 		w.step()
@@ -544,7 +545,7 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 	compareEvents(t, c.recs, hist.upTo(t, burstEnd))
 	var maxFrame, maxRaw int64
 	for _, rec := range c.recs {
-		b, err := journal.AppendFrame(nil, rec)
+		b, err := codec.AppendFrame(nil, rec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -554,7 +555,7 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 	perResp = ws.maxEvents.Load()
 	for _, m := range c.segs {
 		maxRaw = max(maxRaw, m.RawSize)
-		if m.RawSize > maxSeg+int64(len(journal.Magic))+perResp*maxFrame {
+		if m.RawSize > maxSeg+int64(len(codec.Magic))+perResp*maxFrame {
 			t.Errorf("segment %s holds %d raw bytes (%d records): more than MaxSegment %d and one watch response of at most %d records of at most %d bytes",
 				m.ID, m.RawSize, m.Journal.Records, maxSeg, perResp, maxFrame)
 		}
@@ -585,14 +586,14 @@ func TestLeaderChange(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				err := continuous.Run(ctx, continuous.Config{Client: c, Repo: r, Writer: name, Flush: 60 * time.Millisecond, Logger: testLogger(t, name),
+				err := writer.Run(ctx, writer.Config{Client: c, Repo: r, Writer: name, Flush: 60 * time.Millisecond, Logger: testLogger(t, name),
 					OnSealed: func(m *format.Manifest) {
 						for old := sealed.Load(); m.Journal.End > old && !sealed.CompareAndSwap(old, m.Journal.End); old = sealed.Load() {
 						}
 					}}, base)
 				if err != nil {
 					runErrs.Store(name+": "+err.Error(), true)
-					if errors.Is(err, continuous.ErrCompacted) || errors.Is(err, continuous.ErrChainBroken) {
+					if errors.Is(err, writer.ErrCompacted) || errors.Is(err, writer.ErrChainBroken) {
 						t.Errorf("writer %s: %v", name, err)
 						return
 					}

@@ -22,17 +22,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
 )
 
 // sliceSource is a Source over records in memory; it counts Next calls.
 type sliceSource struct {
-	recs  []*journal.Record
+	recs  []*codec.Record
 	i     int
 	calls int
 }
 
-func (s *sliceSource) Next() (*journal.Record, error) {
+func (s *sliceSource) Next() (*codec.Record, error) {
 	s.calls++
 	if s.i >= len(s.recs) {
 		return nil, io.EOF
@@ -115,9 +115,9 @@ func newSim(st dbState) *sim {
 	return s
 }
 
-func (s *sim) next(ops ...op) *journal.Record {
+func (s *sim) next(ops ...op) *codec.Record {
 	s.rev++
-	rec := &journal.Record{Revision: s.rev, Time: time.Now()}
+	rec := &codec.Record{Revision: s.rev, Time: time.Now()}
 	for _, o := range ops {
 		if o.del {
 			delete(s.kvs, o.key)
@@ -162,11 +162,11 @@ func TestApplySkipsRecordsAtOrBelowSnapshot(t *testing.T) {
 		t.Fatalf("test db at revision %d, want 11", st.rev)
 	}
 	s := newSim(st)
-	var recs []*journal.Record
+	var recs []*codec.Record
 	// Records the snapshot already holds: broken on purpose, so applying
 	// any of them would fail.
 	for rev := int64(5); rev <= 11; rev++ {
-		recs = append(recs, &journal.Record{Revision: rev})
+		recs = append(recs, &codec.Record{Revision: rev})
 	}
 	recs = append(recs,
 		s.next(put("k000", "new")),
@@ -202,7 +202,7 @@ func TestApplyGapIsIntegrityError(t *testing.T) {
 	s.next(put("b", "1"))
 	s.next(put("c", "1"))
 	r8 := s.next(put("d", "1"))
-	res, err := Apply(db, &sliceSource{recs: []*journal.Record{r5, r8}}, Options{})
+	res, err := Apply(db, &sliceSource{recs: []*codec.Record{r5, r8}}, Options{})
 	if !errors.Is(err, format.ErrIntegrity) || !strings.Contains(err.Error(), "missing revisions 6..7") {
 		t.Fatalf("Apply with a gap: %v, want ErrIntegrity naming 6..7", err)
 	}
@@ -211,7 +211,7 @@ func TestApplyGapIsIntegrityError(t *testing.T) {
 	}
 	// A gap right after the snapshot.
 	db2 := newDB(t, 3, nil)
-	_, err = Apply(db2, &sliceSource{recs: []*journal.Record{r8}}, Options{})
+	_, err = Apply(db2, &sliceSource{recs: []*codec.Record{r8}}, Options{})
 	if !errors.Is(err, format.ErrIntegrity) || !strings.Contains(err.Error(), "missing revisions 5..7") {
 		t.Fatalf("Apply with a gap after the snapshot: %v, want ErrIntegrity naming 5..7", err)
 	}
@@ -220,7 +220,7 @@ func TestApplyGapIsIntegrityError(t *testing.T) {
 func TestApplyToRevision(t *testing.T) {
 	newSrc := func(db string) *sliceSource {
 		s := newSim(dump(t, db))
-		var recs []*journal.Record
+		var recs []*codec.Record
 		for i := 0; i < 10; i++ { // 5..14
 			recs = append(recs, s.next(put(fmt.Sprintf("n%d", i), "v")))
 		}
@@ -274,21 +274,21 @@ func TestApplyToRevision(t *testing.T) {
 func TestApplyChecksWhatEtcdComputes(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		spoil func(*journal.Record)
+		spoil func(*codec.Record)
 		want  string
 	}{
-		{"version", func(r *journal.Record) { r.Events[0].Kv.Version++ }, "version"},
-		{"create revision", func(r *journal.Record) { r.Events[0].Kv.CreateRevision = 2 }, "create_revision"},
-		{"mod revision", func(r *journal.Record) { r.Events[0].Kv.ModRevision-- }, "mod_revision"},
-		{"missing key", func(r *journal.Record) { r.Events[0].Type, r.Events[0].Kv.Key = mvccpb.DELETE, []byte("nope") }, "does not exist"},
-		{"no events", func(r *journal.Record) { r.Events = nil }, "no events"},
+		{"version", func(r *codec.Record) { r.Events[0].Kv.Version++ }, "version"},
+		{"create revision", func(r *codec.Record) { r.Events[0].Kv.CreateRevision = 2 }, "create_revision"},
+		{"mod revision", func(r *codec.Record) { r.Events[0].Kv.ModRevision-- }, "mod_revision"},
+		{"missing key", func(r *codec.Record) { r.Events[0].Type, r.Events[0].Kv.Key = mvccpb.DELETE, []byte("nope") }, "does not exist"},
+		{"no events", func(r *codec.Record) { r.Events = nil }, "no events"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := newDB(t, 3, nil)
 			s := newSim(dump(t, db))
 			rec := s.next(put("k001", "x"))
 			tc.spoil(rec)
-			_, err := Apply(db, &sliceSource{recs: []*journal.Record{rec}}, Options{})
+			_, err := Apply(db, &sliceSource{recs: []*codec.Record{rec}}, Options{})
 			if !errors.Is(err, format.ErrIntegrity) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Apply = %v, want ErrIntegrity mentioning %q", err, tc.want)
 			}
@@ -300,7 +300,7 @@ func TestApplyLeases(t *testing.T) {
 	// Snapshot leases: 100 (key l100), 101 (key l101).
 	db := newDB(t, 2, map[int64]int64{100: 30, 101: 40})
 	s := newSim(dump(t, db))
-	recs := []*journal.Record{
+	recs := []*codec.Record{
 		// 200 with a known TTL, 201 unknown (agent saw it already gone).
 		s.next(putL("a", "1", 200), putL("b", "1", 200), putL("c", "1", 201)),
 		// 202's TTL appears in no record: fallback.
@@ -315,8 +315,8 @@ func TestApplyLeases(t *testing.T) {
 		s.next(putL("e", "1", 203), putL("f", "1", 203)),
 		s.next(del("e")),
 	}
-	recs[0].Leases = []journal.Lease{{ID: 200, TTL: 7}, {ID: 201, TTL: 0}}
-	recs[5].Leases = []journal.Lease{{ID: 203, TTL: 9}}
+	recs[0].Leases = []codec.Lease{{ID: 200, TTL: 7}, {ID: 201, TTL: 0}}
+	recs[5].Leases = []codec.Lease{{ID: 203, TTL: 9}}
 	res, err := Apply(db, &sliceSource{recs: recs}, Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestApplyLeases(t *testing.T) {
 		t.Errorf("granted %d, removed %d leases; want 4, 2", res.LeasesGranted, res.LeasesRemoved)
 	}
 	got := dump(t, db)
-	want := map[int64]int64{101: 40, 201: journal.FallbackLeaseTTL, 202: journal.FallbackLeaseTTL, 203: 9}
+	want := map[int64]int64{101: 40, 201: codec.FallbackLeaseTTL, 202: codec.FallbackLeaseTTL, 203: 9}
 	if fmt.Sprint(got.leases) != fmt.Sprint(want) {
 		t.Errorf("leases %v, want %v", got.leases, want)
 	}
@@ -358,11 +358,11 @@ func TestApplyRejectsNonDatabase(t *testing.T) {
 // throughputRecords generates about n events onto a database of keys k000..:
 // records of 1 to 4 events, 85% puts (100-byte values, over 10k keys, 10%
 // of them leased), 15% deletes of existing keys.
-func throughputRecords(st dbState, n int) []*journal.Record {
+func throughputRecords(st dbState, n int) []*codec.Record {
 	rng := rand.New(rand.NewPCG(1, 2))
 	s := newSim(st)
 	val := strings.Repeat("v", 100)
-	var recs []*journal.Record
+	var recs []*codec.Record
 	leased := map[int64]bool{}
 	for events := 0; events < n; {
 		var ops []op
@@ -387,7 +387,7 @@ func throughputRecords(st dbState, n int) []*journal.Record {
 		for _, o := range ops {
 			if o.lease != 0 && !leased[o.lease] {
 				leased[o.lease] = true
-				rec.Leases = append(rec.Leases, journal.Lease{ID: o.lease, TTL: 60})
+				rec.Leases = append(rec.Leases, codec.Lease{ID: o.lease, TTL: 60})
 			}
 		}
 		recs = append(recs, rec)
@@ -398,15 +398,15 @@ func throughputRecords(st dbState, n int) []*journal.Record {
 
 // leaseRecords generates n records of one PUT each, every one on a lease
 // of its own: the worst case for lease grants.
-func leaseRecords(st dbState, n int) []*journal.Record {
+func leaseRecords(st dbState, n int) []*codec.Record {
 	rng := rand.New(rand.NewPCG(3, 4))
 	s := newSim(st)
 	val := strings.Repeat("v", 100)
-	recs := make([]*journal.Record, 0, n)
+	recs := make([]*codec.Record, 0, n)
 	for i := 0; i < n; i++ {
 		id := 1 + rng.Int64N(1<<62)
 		rec := s.next(putL(fmt.Sprintf("lease/%06d", i), val, id))
-		rec.Leases = []journal.Lease{{ID: id, TTL: 3600}}
+		rec.Leases = []codec.Lease{{ID: id, TTL: 3600}}
 		recs = append(recs, rec)
 	}
 	return recs
@@ -417,10 +417,10 @@ func leaseRecords(st dbState, n int) []*journal.Record {
 func TestApplyThroughput(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		gen  func(dbState) []*journal.Record
+		gen  func(dbState) []*codec.Record
 	}{
-		{"mixed", func(st dbState) []*journal.Record { return throughputRecords(st, 50000) }},
-		{"lease per record", func(st dbState) []*journal.Record { return leaseRecords(st, 10000) }},
+		{"mixed", func(st dbState) []*codec.Record { return throughputRecords(st, 50000) }},
+		{"lease per record", func(st dbState) []*codec.Record { return leaseRecords(st, 10000) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := newDB(t, 1000, nil)

@@ -18,7 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/schema"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
 )
 
 // ErrNotCovered: the requested revision is outside what the snapshot and
@@ -28,7 +28,7 @@ var ErrNotCovered = errors.New("revision not covered by the journal")
 // Source yields journal records in revision order; Next returns io.EOF
 // after the last one.
 type Source interface {
-	Next() (*journal.Record, error)
+	Next() (*codec.Record, error)
 }
 
 // Options tune Apply.
@@ -244,7 +244,7 @@ func (r *replayer) run(src Source, to int64) error {
 	return nil
 }
 
-func (r *replayer) learnTTLs(rec *journal.Record) {
+func (r *replayer) learnTTLs(rec *codec.Record) {
 	for _, l := range rec.Leases {
 		if r.ttls[l.ID] <= 0 {
 			r.ttls[l.ID] = l.TTL
@@ -253,7 +253,7 @@ func (r *replayer) learnTTLs(rec *journal.Record) {
 }
 
 // check validates a record before anything of it is written.
-func check(rec *journal.Record) error {
+func check(rec *codec.Record) error {
 	if len(rec.Events) == 0 {
 		return fmt.Errorf("replay: %w: journal record of revision %d has no events", format.ErrIntegrity, rec.Revision)
 	}
@@ -273,7 +273,7 @@ func check(rec *journal.Record) error {
 	return nil
 }
 
-func (r *replayer) apply(rec *journal.Record) error {
+func (r *replayer) apply(rec *codec.Record) error {
 	if err := check(rec); err != nil {
 		return err
 	}
@@ -324,7 +324,7 @@ func (r *replayer) apply(rec *journal.Record) error {
 
 // verifyChanges compares what etcd's mvcc code wrote with what etcd
 // reported to the agent for the same revision.
-func verifyChanges(rec *journal.Record, changes []mvccpb.KeyValue) error {
+func verifyChanges(rec *codec.Record, changes []mvccpb.KeyValue) error {
 	if len(changes) != len(rec.Events) {
 		return fmt.Errorf("replay: %w: revision %d: %d events gave %d changes", format.ErrIntegrity, rec.Revision, len(rec.Events), len(changes))
 	}
@@ -348,7 +348,7 @@ func (r *replayer) grant(id lease.LeaseID) error {
 	}
 	ttl := r.ttls[int64(id)]
 	if ttl <= 0 {
-		ttl = journal.FallbackLeaseTTL
+		ttl = codec.FallbackLeaseTTL
 		r.log.Debug("lease TTL unknown, using the fallback", "lease", fmt.Sprintf("%016x", int64(id)), "ttl", ttl)
 	}
 	if _, err := r.le.Grant(id, ttl); err != nil {

@@ -1,4 +1,4 @@
-package continuous_test
+package writer_test
 
 import (
 	"bytes"
@@ -21,10 +21,12 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
-	"github.com/etcd-backup/etcd-backup/internal/continuous"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
-	"github.com/etcd-backup/etcd-backup/internal/journal"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
+
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
@@ -95,8 +97,8 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writer is one continuous.Run in a goroutine, with what it reported.
-type writer struct {
+// writer is one writer.Run in a goroutine, with what it reported.
+type runner struct {
 	name     string
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when Run has returned err
@@ -109,11 +111,11 @@ type writer struct {
 	seals    []*format.Manifest
 }
 
-// startWriter runs continuous.Run(cfg, base) until stop; cfg's callbacks
+// startWriter runs writer.Run(cfg, base) until stop; cfg's callbacks
 // are set here.
-func startWriter(t *testing.T, name string, cfg continuous.Config, base *format.Manifest) *writer {
+func startWriter(t *testing.T, name string, cfg writer.Config, base *format.Manifest) *runner {
 	t.Helper()
-	w := &writer{name: name, done: make(chan struct{})}
+	w := &runner{name: name, done: make(chan struct{})}
 	cfg.Writer = name
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t, name)
@@ -135,7 +137,7 @@ func startWriter(t *testing.T, name string, cfg continuous.Config, base *format.
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	go func() {
-		w.err = continuous.Run(ctx, cfg, base)
+		w.err = writer.Run(ctx, cfg, base)
 		close(w.done)
 	}()
 	t.Cleanup(func() {
@@ -150,7 +152,7 @@ func startWriter(t *testing.T, name string, cfg continuous.Config, base *format.
 
 // stop cancels the writer and returns Run's result; Run must return within
 // within.
-func (w *writer) stop(t *testing.T, within time.Duration) error {
+func (w *runner) stop(t *testing.T, within time.Duration) error {
 	t.Helper()
 	w.cancel()
 	select {
@@ -181,7 +183,7 @@ func chainEnd(t *testing.T, r *repo.Repo, base *format.Manifest) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cov := journal.Check(base.Revision, segs)
+	cov := chain.Check(base.Revision, segs)
 	if cov.Break != nil {
 		t.Fatalf("chain %s: %v", base.ID, cov.Break)
 	}
@@ -249,22 +251,22 @@ func (h *history) upTo(t *testing.T, rev int64) []*mvccpb.Event {
 }
 
 // chain is a chain read back from the repository and decoded.
-type chain struct {
+type readBack struct {
 	segs []*format.Manifest // every published segment
-	cov  journal.Coverage
-	recs []*journal.Record
+	cov  chain.Coverage
+	recs []*codec.Record
 }
 
 // readChain reads every segment of base's chain, checks that it has no
 // break, and decodes the payloads, checking each against its manifest.
-func readChain(t *testing.T, r *repo.Repo, base *format.Manifest) chain {
+func readChain(t *testing.T, r *repo.Repo, base *format.Manifest) readBack {
 	t.Helper()
 	ctx := context.Background()
 	segs, err := r.Segments(ctx, base.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := chain{segs: segs, cov: journal.Check(base.Revision, segs)}
+	c := readBack{segs: segs, cov: chain.Check(base.Revision, segs)}
 	if c.cov.Break != nil {
 		t.Fatalf("chain %s has a break after revision %d: %v", base.ID, c.cov.End, c.cov.Break)
 	}
@@ -296,7 +298,7 @@ func readChain(t *testing.T, r *repo.Repo, base *format.Manifest) chain {
 	return c
 }
 
-func lastRev(recs []*journal.Record) int64 {
+func lastRev(recs []*codec.Record) int64 {
 	if len(recs) == 0 {
 		return 0
 	}
@@ -304,7 +306,7 @@ func lastRev(recs []*journal.Record) int64 {
 }
 
 // decodeSegment reads and verifies one segment's payload.
-func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*journal.Record {
+func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*codec.Record {
 	t.Helper()
 	rc, err := r.OpenSegmentPayload(context.Background(), m)
 	if err != nil {
@@ -316,8 +318,8 @@ func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*journal.Re
 		t.Fatalf("segment %s: %v", m.ID, err)
 	}
 	defer dec.Close()
-	jr := journal.NewReader(dec)
-	var recs []*journal.Record
+	jr := codec.NewReader(dec)
+	var recs []*codec.Record
 	for {
 		rec, err := jr.Next()
 		if err == io.EOF {
@@ -332,7 +334,7 @@ func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*journal.Re
 
 // compareEvents checks that recs hold exactly the events of want, in order,
 // grouped one record per revision.
-func compareEvents(t *testing.T, recs []*journal.Record, want []*mvccpb.Event) {
+func compareEvents(t *testing.T, recs []*codec.Record, want []*mvccpb.Event) {
 	t.Helper()
 	i := 0
 	for _, rec := range recs {
@@ -371,7 +373,7 @@ func evString(ev *mvccpb.Event) string {
 // lease carries its TTL (granted[id], or 0 for a lease revoked since, whose
 // TTL may be looked up too late). With once, each lease appears once only
 // (a single writer that never restarted).
-func checkLeases(t *testing.T, recs []*journal.Record, granted map[int64]int64, revoked map[int64]bool, once bool) {
+func checkLeases(t *testing.T, recs []*codec.Record, granted map[int64]int64, revoked map[int64]bool, once bool) {
 	t.Helper()
 	seen := map[int64]bool{}
 	for _, rec := range recs {
