@@ -236,7 +236,7 @@ func demoJournal(ctx context.Context, cli *etcd.Client, r *repo.Repo, m *format.
 	go func() {
 		done <- writer.Run(jctx, writer.Config{
 			Client: cli.Client, Repo: r, Flush: 200 * time.Millisecond, Writer: "demo",
-			OnSealed: func(s *format.Manifest) { sealed.Store(s.Journal.End); sealedSegs.Add(1) },
+			OnSealed: func(s writer.Sealed) { sealed.Store(s.End); sealedSegs.Add(1) },
 		}, m)
 	}()
 	late = make(map[string][]byte, n)

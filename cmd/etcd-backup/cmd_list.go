@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 )
 
 type listOptions struct {
@@ -81,13 +83,12 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 	if err != nil {
 		return err
 	}
-	chainIDs, err := r.Chains(ctx)
+	// One LIST of the journal tells every chain's coverage: names say each
+	// object's range (chain.Cover); only segments written before framing 2
+	// cost a GET of their manifest each.
+	chains, err := store.New(r).ListAll(ctx, true)
 	if err != nil {
 		return err
-	}
-	chains := map[string]bool{}
-	for _, c := range chainIDs {
-		chains[c] = true
 	}
 	out := []listEntry{}
 	for _, e := range entries {
@@ -105,12 +106,9 @@ func runList(ctx context.Context, g *Globals, o *listOptions) error {
 		le := listEntry{ID: m.ID, Time: m.Created, Revision: m.Revision, Member: m.MemberName,
 			MemberID: m.MemberID, ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Size: m.RawSize,
 			StoredSize: m.StoredSize, Encrypted: m.Encrypted()}
-		if chains[m.ID] {
-			cov, err := r.Coverage(ctx, m)
-			if err != nil {
-				return err
-			}
-			lj := &listJournal{Start: m.Revision + 1, End: cov.End, FirstTime: cov.FirstTime, LastTime: cov.LastTime, Segments: len(cov.Segments)}
+		if l := chains[m.ID]; l != nil {
+			cov := chain.Cover(m.Revision, l.Objects)
+			lj := &listJournal{Start: m.Revision + 1, End: cov.End, FirstTime: cov.FirstTime, LastTime: cov.LastTime, Segments: len(cov.Objects)}
 			if cov.Break != nil {
 				lj.Error = cov.Break.Error()
 			}
@@ -150,7 +148,7 @@ func journalCell(j *listJournal) string {
 		}
 		return "-"
 	}
-	s := fmt.Sprintf("revision %d, %s (%d segments)", j.End, j.LastTime.UTC().Format(time.RFC3339), j.Segments)
+	s := fmt.Sprintf("revision %d, %s (%d objects)", j.End, j.LastTime.UTC().Format(time.RFC3339), j.Segments)
 	if j.Error != "" {
 		s += "; then BROKEN: " + j.Error
 	}

@@ -139,8 +139,8 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 		fmt.Fprintf(g.stdout, "would restore backup %s (revision %d, member %s, taken %s)\n",
 			m.ID, m.Revision, m.MemberName, m.Created.Format("2006-01-02 15:04:05Z07:00"))
 		if jp != nil {
-			fmt.Fprintf(g.stdout, "and replay its journal (%d segments, unbroken to revision %d at %s) %s\n",
-				len(jp.Segments), jp.End, jp.EndTime.UTC().Format(time.RFC3339), journalTo(jp))
+			fmt.Fprintf(g.stdout, "and replay its journal (%d objects, unbroken to revision %d at %s) %s\n",
+				len(jp.Objects), jp.End, jp.EndTime.UTC().Format(time.RFC3339), journalTo(jp))
 			if jp.Note != "" {
 				fmt.Fprintf(g.stdout, "note: %s\n", jp.Note)
 			}

@@ -128,8 +128,8 @@ func verifyJournal(ctx context.Context, g *Globals, r *repo.Repo, m *format.Mani
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "%s journal ok: %d segments, revisions %d..%d (%d revisions with %d events), up to %s\n",
-			m.ID, len(p.Segments), m.Revision+1, p.End, records, events, p.EndTime.UTC().Format(time.RFC3339))
+		fmt.Fprintf(g.stdout, "%s journal ok: %d objects, revisions %d..%d (%d revisions with %d events), up to %s\n",
+			m.ID, len(p.Objects), m.Revision+1, p.End, records, events, p.EndTime.UTC().Format(time.RFC3339))
 	}
 	if brk != nil {
 		return fmt.Errorf("journal of %s: %w", m.ID, brk)

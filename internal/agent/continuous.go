@@ -180,13 +180,13 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		MaxSegment: a.cfg.JournalMaxSegment,
 		Writer:     a.cfg.WriterName,
 		Logger:     a.log,
-		OnSealed: func(m *format.Manifest) {
+		OnSealed: func(s writer.Sealed) {
 			a.mu.Lock()
-			a.st.journal.SealedRevision, a.st.journal.SealedTime = m.Journal.End, timePtr(m.Journal.LastTime)
+			a.st.journal.SealedRevision, a.st.journal.SealedTime = s.End, timePtr(s.LastTime)
 			a.mu.Unlock()
 			a.jm.segments.Inc()
-			a.jm.sealedRevision.Set(float64(m.Journal.End))
-			a.jm.sealedTime.Set(float64(m.Journal.LastTime.UnixNano()) / 1e9)
+			a.jm.sealedRevision.Set(float64(s.End))
+			a.jm.sealedTime.Set(float64(s.LastTime.UnixNano()) / 1e9)
 		},
 		OnEvents: func(n int) { a.jm.events.Add(float64(n)) },
 		OnProgress: func(rev int64, at time.Time) {

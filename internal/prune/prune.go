@@ -1,18 +1,23 @@
 package prune
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
 	"github.com/etcd-backup/etcd-backup/internal/retention"
@@ -475,76 +480,87 @@ func payloadID(base string) string {
 }
 
 // pruneJournals removes the journal chains whose snapshot is doomed by this
-// run (kept[id] false) or was gone already (not in kept) and not damaged (a chain is useless without its snapshot), newest segment
-// first so that an interrupted removal leaves a shorter, still valid chain;
-// and, in kept chains, segment payloads no manifest names that are older
-// than age (a writer that lost a race or died between payload and manifest).
+// run (kept[id] false) or was gone already (not in kept) and not damaged (a
+// chain is useless without its snapshot), newest object first so that an
+// interrupted removal leaves a shorter, still valid chain; and, in kept
+// chains, objects older than age that another object makes redundant (the
+// pieces a roll-up merged, or two writers' copies of the same revisions:
+// chain.Redundant) and framing-1 payloads no manifest names (a writer that
+// died between payload and manifest).
 func pruneJournals(ctx context.Context, r *repo.Repo, rep *Report, kept, damaged map[string]bool, now time.Time, age time.Duration, dryRun bool, log *slog.Logger) error {
 	b := r.Backend()
-	chains, err := r.Chains(ctx)
+	st := store.New(r)
+	all, err := st.ListAll(ctx, true)
 	if err != nil {
 		return err
 	}
-	for _, chain := range chains {
-		if damaged[chain] {
+	var chains []string
+	for id := range all {
+		chains = append(chains, id)
+	}
+	sort.Strings(chains)
+	for _, chainID := range chains {
+		if damaged[chainID] {
 			continue
 		}
-		dir := r.JournalDir(chain) + "/"
-		var manifests, payloads []storage.Info
-		named := map[string]bool{}
-		err := b.List(ctx, dir, func(i storage.Info) error {
-			if strings.HasSuffix(i.Name, ".manifest.json") {
-				manifests = append(manifests, i)
-			} else {
-				payloads = append(payloads, i)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("list journal %s: %w", chain, err)
-		}
-		keep, listed := kept[chain]
+		l := all[chainID]
+		keep, listed := kept[chainID]
 		if !keep {
 			if !listed {
 				// Gone before this run? Or published after its listing.
-				if _, err := b.Stat(ctx, r.ManifestName(chain)); err == nil {
+				if _, err := b.Stat(ctx, r.ManifestName(chainID)); err == nil {
 					continue
 				} else if !errors.Is(err, storage.ErrNotFound) {
-					return fmt.Errorf("journal %s: check for its snapshot: %w", chain, err)
+					return fmt.Errorf("journal %s: check for its snapshot: %w", chainID, err)
 				}
 			}
-			o := Orphan{Name: r.JournalDir(chain)}
-			for _, i := range append(manifests, payloads...) {
+			o := Orphan{Name: st.Dir(chainID)}
+			objs := slices.Clone(l.Objects)
+			slices.SortFunc(objs, func(x, y chain.Object) int { return cmp.Compare(y.End, x.End) })
+			for _, x := range objs {
+				o.Size += x.Size
+			}
+			for _, i := range l.Other {
 				o.Size += i.Size
 			}
 			if !dryRun {
-				for k := len(manifests) - 1; k >= 0; k-- {
-					if err := b.Remove(ctx, manifests[k].Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
-						return fmt.Errorf("remove journal %s: %w", chain, err)
+				for _, x := range objs {
+					if err := st.Remove(ctx, chainID, x); err != nil {
+						return fmt.Errorf("remove journal %s: %w", chainID, err)
 					}
 				}
-				for _, i := range payloads {
+				for _, i := range l.Other {
 					if err := b.Remove(ctx, i.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
-						return fmt.Errorf("remove journal %s: %w", chain, err)
+						return fmt.Errorf("remove journal %s: %w", chainID, err)
 					}
 				}
 				o.Removed = true
-				log.Info("journal of a removed backup removed", "chain", chain, "bytes", o.Size)
+				log.Info("journal of a removed backup removed", "chain", chainID, "bytes", o.Size)
 			}
 			rep.BytesFreed += o.Size
 			rep.Journals = append(rep.Journals, o)
 			continue
 		}
-		segs, _ := r.Segments(ctx, chain)
-		for _, m := range segs {
-			named[dir+m.Payload] = true
+		for _, x := range chain.Redundant(l.Objects) {
+			mod := x.ModTime
+			if x.Legacy != nil {
+				mod = x.Legacy.Finished
+			}
+			o := Orphan{Name: path.Join(st.Dir(chainID), x.Name), Size: x.Size, ModTime: mod, Young: now.Sub(mod) <= age}
+			if !o.Young && !dryRun {
+				if err := st.Remove(ctx, chainID, x); err != nil {
+					return err
+				}
+				o.Removed = true
+			}
+			if !o.Young {
+				rep.BytesFreed += o.Size
+			}
+			rep.Orphans = append(rep.Orphans, o)
 		}
-		if len(segs) < len(manifests) {
-			continue // a damaged manifest: its payload name is unknown, leave the chain alone
-		}
-		for _, i := range payloads {
-			if named[i.Name] {
-				continue
+		for _, i := range l.Other {
+			if !strings.Contains(i.Name, ".jrnl.zst") && !strings.Contains(i.Name, chain.Suffix) {
+				continue // not a journal payload: leave what this tool did not write
 			}
 			o := Orphan{Name: i.Name, Size: i.Size, ModTime: i.ModTime, Young: now.Sub(i.ModTime) <= age}
 			if !o.Young && !dryRun {

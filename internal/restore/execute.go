@@ -14,6 +14,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/journal/replay"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 )
 
@@ -151,8 +152,8 @@ func Prepare(ctx context.Context, r *repo.Repo, m *format.Manifest, dir string, 
 	} else if !j.ToTime.IsZero() {
 		to = j.ToTime.UTC().Format(time.RFC3339Nano)
 	}
-	log.Info("replaying journal", "chain", j.Chain, "from_revision", info.Revision+1, "to", to, "segments", len(j.Segments))
-	src := newSegmentSource(ctx, r, j, opt.Identities)
+	log.Info("replaying journal", "chain", j.Chain, "from_revision", info.Revision+1, "to", to, "objects", len(j.Objects))
+	src := store.New(r).Open(ctx, j, opt.Identities, store.Prefetch{})
 	rr, err := replay.Apply(snapFile, src, replay.Options{ToRevision: j.ToRevision, Logger: log})
 	src.Close()
 	if err != nil {

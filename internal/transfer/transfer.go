@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +12,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 )
@@ -137,72 +137,60 @@ func (v *verifyingReader) abort(err error) {
 
 // JournalResult tells what CopyJournal did.
 type JournalResult struct {
-	Copied, Skipped int   // segments
+	Copied, Skipped int   // objects
 	Bytes           int64 // stored bytes copied
 	// Break is where the source chain cannot be followed (a gap or a
 	// damaged segment): nothing after it was copied.
 	Break error
 }
 
-// CopyJournal copies the journal segments of backup m's chain that dst
-// lacks, oldest first, each payload checked against its manifest (and
-// decoded, when unencrypted or ids open it) before the destination manifest
-// is written. It stops at a break in the source chain; segments are small,
-// so each is held in memory while checked.
+// CopyJournal copies the journal objects of backup m's chain that dst
+// lacks, oldest first, each checked before it is written: decoded with
+// every check of a restore when unencrypted or ids open it, else (an
+// encrypted object without a key) a framing-1 segment against its
+// manifest's checksums and a framing-2 object as it is (its checks need
+// the key). Objects whose revisions the destination's chain already covers
+// are skipped. It stops at a break in the source chain; objects are read
+// into memory one at a time (segments are small; a roll-up is at most
+// rollup.MaxBytes).
 func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, ids []age.Identity) (JournalResult, error) {
 	var res JournalResult
-	cov, err := src.Coverage(ctx, m)
+	ss, ds := store.New(src), store.New(dst)
+	cov, err := ss.Coverage(ctx, m)
 	if err != nil {
 		return res, err
 	}
 	res.Break = cov.Break
-	have := map[int64]bool{}
-	starts, err := dst.SegmentStarts(ctx, m.ID)
+	dcov, err := ds.Coverage(ctx, m)
 	if err != nil {
 		return res, fmt.Errorf("destination: %w", err)
 	}
-	for _, s := range starts {
-		have[s] = true
-	}
-	for _, s := range cov.Segments {
-		if have[s.Journal.Start] {
+	for _, o := range cov.Objects {
+		if o.End <= dcov.End {
 			res.Skipped++
 			continue
 		}
-		rc, err := src.OpenSegmentPayload(ctx, s)
+		body, err := ss.ReadAll(ctx, m.ID, o)
 		if err != nil {
 			return res, err
 		}
-		body, err := io.ReadAll(io.LimitReader(rc, s.StoredSize+1))
-		rc.Close()
-		if err != nil {
-			return res, fmt.Errorf("read journal segment %s: %w", s.ID, err)
-		}
-		sum := sha256.Sum256(body)
-		if int64(len(body)) != s.StoredSize || hex.EncodeToString(sum[:]) != s.StoredSHA256 {
-			return res, fmt.Errorf("%w: journal segment %s: source payload does not match its manifest", format.ErrIntegrity, s.ID)
-		}
-		if !s.Encrypted() || len(ids) > 0 {
-			d, err := format.NewDecoder(bytes.NewReader(body), s, ids)
-			if err == nil {
-				_, err = io.Copy(io.Discard, d)
-				d.Close()
-			}
-			if err != nil {
-				return res, fmt.Errorf("journal segment %s: %w", s.ID, err)
+		label := o.Label(m.ID)
+		if l := o.Legacy; l != nil {
+			sum := sha256.Sum256(body)
+			if int64(len(body)) != l.StoredSize || hex.EncodeToString(sum[:]) != l.StoredSHA256 {
+				return res, fmt.Errorf("%w: journal segment %s: source payload does not match its manifest", format.ErrIntegrity, l.ID)
 			}
 		}
-		err = dst.PutSegmentPayload(ctx, m.ID, s.Payload, bytes.NewReader(body))
-		if err != nil && !errors.Is(err, storage.ErrExists) { // exists: an interrupted copy of the same bytes
-			return res, fmt.Errorf("copy journal segment %s: %w", s.ID, err)
+		if !o.Encrypted || len(ids) > 0 {
+			if err := ss.Verify(m.ID, m.ClusterID, o, body, ids); err != nil {
+				return res, err
+			}
 		}
-		cs := *s
-		cs.Cluster = dst.Cluster()
-		if err := dst.PutSegmentManifest(ctx, &cs); err != nil && !errors.Is(err, storage.ErrExists) {
-			return res, err
+		if err := ds.PutCopy(ctx, m.ID, o, body); err != nil {
+			return res, fmt.Errorf("copy journal object %s: %w", label, err)
 		}
 		res.Copied++
-		res.Bytes += s.StoredSize
+		res.Bytes += int64(len(body))
 	}
 	return res, nil
 }

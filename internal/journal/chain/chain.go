@@ -1,64 +1,261 @@
 package chain
 
 import (
+	"cmp"
+	"encoding/hex"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
 )
 
-// Coverage is what a chain of segments lets restore reach.
+// Journal objects of framing 2 (docs/format.md, "Journal objects") are named
+//
+//	<start>-<end>-<first>-<last>-<nonce>.jnl.zst[.age]
+//
+// in the chain's directory: start and end revisions and the receive times of
+// the first and last record (nanoseconds since the Unix epoch, 0 when
+// unknown), each 19 decimal digits so that names sort by start revision,
+// and 8 random hex digits that keep the names of two writers apart. A name
+// says everything a reader needs to plan a restore; the object's seal
+// repeats it, and the reader checks the two agree.
+const (
+	// Suffix ends the name of every framing-2 journal object (before
+	// ".age" when encrypted).
+	Suffix = ".jnl.zst"
+	// Digits is the width of revisions and times in names.
+	Digits = 19
+)
+
+// Object is one journal object of a chain: a framing-2 object (a sealed
+// segment or a roll-up of several, told apart only by their ranges), or a
+// framing-1 segment (Legacy set: its manifest; Name is then the manifest's
+// start revision form, and the payload name is Legacy.Payload).
+type Object struct {
+	Name                string
+	Start, End          int64
+	FirstTime, LastTime time.Time
+	Encrypted           bool
+	// Size and ModTime are the stored object's, from the listing (for a
+	// framing-1 segment: its payload's size from its manifest).
+	Size    int64
+	ModTime time.Time
+	Legacy  *format.Manifest
+	// Err is set on a framing-1 segment whose manifest could not be read
+	// or checked (End is then unknown): a chain cannot be followed past it
+	// unless another object covers it.
+	Err error
+}
+
+// Name returns the name of a framing-2 object.
+func Name(start, end int64, first, last time.Time, nonce string, encrypted bool) string {
+	n := fmt.Sprintf("%0*d-%0*d-%0*d-%0*d-%s%s", Digits, start, Digits, end, Digits, nanos(first), Digits, nanos(last), nonce, Suffix)
+	if encrypted {
+		n += ".age"
+	}
+	return n
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() || t.UnixNano() < 0 {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// ParseName parses a framing-2 object name (a base name, no directory).
+func ParseName(base string) (Object, bool) {
+	o := Object{Name: base}
+	rest, ok := strings.CutSuffix(base, ".age")
+	o.Encrypted = ok
+	if rest, ok = strings.CutSuffix(rest, Suffix); !ok {
+		return Object{}, false
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) != 5 || len(parts[4]) != 8 {
+		return Object{}, false
+	}
+	if _, err := hex.DecodeString(parts[4]); err != nil {
+		return Object{}, false
+	}
+	var v [4]int64
+	for i := range v {
+		if len(parts[i]) != Digits {
+			return Object{}, false
+		}
+		n, err := strconv.ParseInt(parts[i], 10, 64)
+		if err != nil || n < 0 {
+			return Object{}, false
+		}
+		v[i] = n
+	}
+	o.Start, o.End = v[0], v[1]
+	if o.Start <= 0 || o.End < o.Start {
+		return Object{}, false
+	}
+	if v[2] != 0 {
+		o.FirstTime = time.Unix(0, v[2]).UTC()
+	}
+	if v[3] != 0 {
+		o.LastTime = time.Unix(0, v[3]).UTC()
+	}
+	return o, true
+}
+
+// FromManifest is the object of a framing-1 segment with manifest m.
+func FromManifest(name string, m *format.Manifest) Object {
+	j := m.Journal
+	return Object{Name: name, Start: j.Start, End: j.End, FirstTime: j.FirstTime, LastTime: j.LastTime,
+		Encrypted: m.Encrypted(), Size: m.StoredSize, Legacy: m}
+}
+
+// Label names o in messages: chain/start-end.
+func (o Object) Label(chain string) string {
+	if o.Err != nil {
+		return fmt.Sprintf("%s/%d", chain, o.Start)
+	}
+	return fmt.Sprintf("%s/%d-%d", chain, o.Start, o.End)
+}
+
+// Coverage is what a chain's objects let a restore reach.
 type Coverage struct {
 	// Base is the revision recorded in the chain's snapshot manifest; the
 	// chain starts at Base+1.
 	Base int64
 	// End is the last revision covered without a break from Base+1 (Base
-	// when no segment does).
+	// when nothing is).
 	End int64
-	// Segments is the unbroken run of segments from Base+1 to End.
-	Segments []*format.Manifest
+	// Objects are the objects a reader fetches to replay Base+1..End, in
+	// order: each starts at or before the previous one's end+1 (records the
+	// previous one held are skipped) and reaches further.
+	Objects []Object
 	// FirstTime and LastTime are the receive times of the first and last
-	// record of Segments (zero without segments).
+	// record of Objects (zero without objects).
 	FirstTime, LastTime time.Time
 	// Break is the first place the chain cannot be followed past End, if
-	// any: a gap, an overlap, or a segment whose manifest is damaged.
+	// any: a gap, or a framing-1 segment whose manifest is damaged.
 	Break error
 }
 
-// Check follows the segments (sorted by start revision) of the chain of a
-// snapshot whose manifest records revision base. Segments must follow each
-// other exactly: the first starts at base+1 and each next one at the
-// previous end+1. Check stops at the first break and reports it in
-// Coverage.Break as an error wrapping format.ErrIntegrity.
-func Check(base int64, segs []*format.Manifest) Coverage {
+// better reports whether a should be read rather than b when both can
+// follow the same revision: it reaches further; then a framing-2 object
+// over a framing-1 segment; then less to skip; then the lower name, so
+// every reader chooses alike.
+func better(a, b Object) bool {
+	if a.End != b.End {
+		return a.End > b.End
+	}
+	if (a.Legacy == nil) != (b.Legacy == nil) {
+		return a.Legacy == nil
+	}
+	if a.Start != b.Start {
+		return a.Start > b.Start
+	}
+	return a.Name < b.Name
+}
+
+// Cover follows the objects of the chain of a snapshot whose manifest
+// records revision base: from base+1, it takes each time the object that
+// can follow the revisions covered so far and reaches furthest. Objects
+// may overlap (two writers, or a roll-up and the segments it merged):
+// each holds every event of its range, so any of them is right. A gap, or
+// a damaged framing-1 manifest no other object covers, ends the coverage
+// with Break (an error wrapping format.ErrIntegrity).
+func Cover(base int64, objs []Object) Coverage {
 	c := Coverage{Base: base, End: base}
-	for _, s := range segs {
-		j := s.Journal
-		if j == nil {
-			c.Break = fmt.Errorf("%w: %s is not a journal segment", format.ErrIntegrity, s.ID)
+	for {
+		var next *Object
+		var damaged *Object
+		gapAt := int64(0)
+		for i := range objs {
+			o := &objs[i]
+			if o.Err != nil {
+				if o.Start <= c.End+1 && o.Start > c.End && damaged == nil {
+					damaged = o
+				}
+				continue
+			}
+			if o.End <= c.End {
+				continue
+			}
+			if o.Start > c.End+1 {
+				if gapAt == 0 || o.Start < gapAt {
+					gapAt = o.Start
+				}
+				continue
+			}
+			if next == nil || better(*o, *next) {
+				next = o
+			}
+		}
+		if next == nil {
+			switch {
+			case damaged != nil:
+				c.Break = fmt.Errorf("%w: journal segment at revision %d: %v", format.ErrIntegrity, damaged.Start, damaged.Err)
+			case gapAt != 0:
+				c.Break = fmt.Errorf("%w: journal gap: revisions %d..%d are missing (the next journal object after revision %d starts at %d)",
+					format.ErrIntegrity, c.End+1, gapAt-1, c.End, gapAt)
+			}
 			return c
 		}
-		switch {
-		case j.Start > c.End+1:
-			c.Break = fmt.Errorf("%w: journal gap: revisions %d..%d are missing (the segment after revision %d starts at %d)",
-				format.ErrIntegrity, c.End+1, j.Start-1, c.End, j.Start)
-			return c
-		case j.Start < c.End+1:
-			c.Break = fmt.Errorf("%w: journal overlap: segment %s starts at revision %d, inside the revisions already covered up to %d",
-				format.ErrIntegrity, s.ID, j.Start, c.End)
-			return c
-		case j.End < j.Start:
-			c.Break = fmt.Errorf("%w: journal segment %s ends (%d) before it starts (%d)", format.ErrIntegrity, s.ID, j.End, j.Start)
-			return c
+		if len(c.Objects) == 0 {
+			c.FirstTime = next.FirstTime
 		}
-		c.End = j.End
-		c.Segments = append(c.Segments, s)
-		if c.FirstTime.IsZero() && !j.FirstTime.IsZero() {
-			c.FirstTime = j.FirstTime
-		}
-		if !j.LastTime.IsZero() {
-			c.LastTime = j.LastTime
+		c.Objects = append(c.Objects, *next)
+		c.End = next.End
+		if !next.LastTime.IsZero() {
+			c.LastTime = next.LastTime
 		}
 	}
-	return c
+}
+
+// Upto returns the objects of c a reader needs to reach revision rev (all
+// of them when rev is 0) or, when t is not zero, the last record received
+// at or before t.
+func (c Coverage) Upto(rev int64, t time.Time) []Object {
+	var out []Object
+	prev := c.Base
+	for _, o := range c.Objects {
+		if rev > 0 && prev >= rev {
+			break
+		}
+		if !t.IsZero() && len(out) > 0 && out[len(out)-1].LastTime.After(t) {
+			break
+		}
+		out = append(out, o)
+		prev = o.End
+	}
+	return out
+}
+
+// Redundant returns the objects of objs that another object makes
+// needless: one whose range holds theirs and is larger, or equal and
+// better (see Cover). Removing all of them at once keeps every revision
+// any of objs covered: the order is strict, so the largest objects, which
+// nothing makes redundant, stay. Damaged framing-1 segments are never
+// redundant (their range is unknown).
+func Redundant(objs []Object) []Object {
+	sorted := slices.Clone(objs)
+	slices.SortFunc(sorted, func(a, b Object) int {
+		return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(b.End, a.End))
+	})
+	var out []Object
+	for i, o := range sorted {
+		if o.Err != nil {
+			continue
+		}
+		for j, p := range sorted {
+			if i == j || p.Err != nil || p.Start > o.Start || p.End < o.End {
+				continue
+			}
+			if p.Start < o.Start || p.End > o.End || better(p, o) {
+				out = append(out, o)
+				break
+			}
+		}
+	}
+	return out
 }

@@ -1,6 +1,6 @@
 package codec
 
-// Journal segment byte stream (framing version 1)
+// Journal segment byte stream (framing versions 1 and 2)
 //
 // This is the raw, decoded content of one journal segment: what remains
 // after the payload layers (compression, encryption) are removed. All of it
@@ -59,16 +59,41 @@ package codec
 // header whose first seven bytes are right but whose version byte is not 1
 // is reported with an error wrapping format.ErrVersion.
 //
-// The stream ends cleanly only after the header and a whole number of
-// frames. A stream cut exactly at a frame boundary is indistinguishable from
-// a shorter complete one; that a segment holds every revision it should is
-// checked against the segment's manifest (its revision range), not here.
+// Framing 1 (segments with a separate manifest) ends cleanly after the
+// header and a whole number of frames. A stream cut exactly at a frame
+// boundary is indistinguishable from a shorter complete one; that a segment
+// holds every revision it should is checked against the segment's manifest.
+//
+// Framing 2 (self-describing objects, no manifest) ends with a seal:
+//
+//	stream = header frame* seal                 header ends in 0x02
+//	seal   = 0x00 uvarint(len(body)) body crc   the zero length marks it
+//
+//	message Seal {
+//	  int64  start                = 1; // revision of the first record
+//	  int64  end                  = 2; // revision of the last record
+//	  int64  records              = 3;
+//	  int64  events               = 4;
+//	  int64  first_time_unix_nano = 5;
+//	  int64  last_time_unix_nano  = 6;
+//	  bytes  raw_sha256           = 7; // sha256 of every byte before the 0x00
+//	  string chain                = 8; // the snapshot ID the chain follows
+//	  string cluster_id           = 9; // etcd cluster ID, 16 hex digits
+//	}
+//
+// A framing-2 reader also rejects a stream without its seal (cut anywhere),
+// a seal whose counts, revisions, times or sha256 disagree with the frames
+// before it, an empty stream (a seal needs at least one record), and any
+// byte after the seal.
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"slices"
@@ -83,14 +108,14 @@ import (
 const (
 	// Magic starts every journal segment stream. Its last byte is the
 	// framing version.
-	Magic = "EBJRNL\x00\x01"
+	Magic = "EBJRNL\x00\x02"
+	// MagicV1 starts a framing-1 stream (segments with a manifest).
+	MagicV1 = "EBJRNL\x00\x01"
 	// MaxFrame is the largest frame body a writer produces and a reader
 	// accepts, in bytes.
 	MaxFrame = 64 << 20
 
-	// frameVersion is the last byte of Magic.
-	frameVersion = 1
-	crcSize      = 4
+	crcSize = 4
 )
 
 // Protobuf field numbers of the frame body.
@@ -102,6 +127,16 @@ const (
 
 	fieldLeaseID  protowire.Number = 1
 	fieldLeaseTTL protowire.Number = 2
+
+	sealStart     protowire.Number = 1
+	sealEnd       protowire.Number = 2
+	sealRecords   protowire.Number = 3
+	sealEvents    protowire.Number = 4
+	sealFirstTime protowire.Number = 5
+	sealLastTime  protowire.Number = 6
+	sealSHA256    protowire.Number = 7
+	sealChain     protowire.Number = 8
+	sealClusterID protowire.Number = 9
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -267,31 +302,54 @@ func quoteKey(k []byte) string {
 }
 
 // Writer writes a journal segment stream: the header, then one frame per
-// record. It does no buffering of its own: each Write and WriteHeader is one
-// Write call on the underlying writer. After an error from the underlying
-// writer, every later call returns that error (the stream is then in an
-// unknown state).
+// record, then (framing 2) the seal. It does no buffering of its own: each
+// Write, WriteHeader and Seal is one Write call on the underlying writer.
+// After an error from the underlying writer, every later call returns that
+// error (the stream is then in an unknown state).
 type Writer struct {
 	w      io.Writer
+	magic  string
 	buf    []byte
 	header bool
 	last   int64
 	err    error
+	sum    hash.Hash // of every byte written (framing 2)
+	seal   Seal      // counts so far
+	sealed bool
 }
 
-// NewWriter returns a Writer that writes a stream to w.
+// Seal is what the last frame of a framing-2 stream says about the stream:
+// the range and counts of its records and the checksum of every byte
+// before it.
+type Seal struct {
+	Start, End          int64
+	Records, Events     int64
+	FirstTime, LastTime time.Time
+	RawSHA256           [sha256.Size]byte
+	Chain, ClusterID    string
+}
+
+// NewWriter returns a Writer that writes a framing-2 stream to w; finish it
+// with Seal.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w}
+	return &Writer{w: w, magic: Magic, sum: sha256.New()}
+}
+
+// NewWriterV1 returns a Writer of a framing-1 stream (no seal), as written
+// with a separate manifest by releases before framing 2. Only tests write
+// it now.
+func NewWriterV1(w io.Writer) *Writer {
+	return &Writer{w: w, magic: MagicV1}
 }
 
 // WriteHeader writes the stream header if it has not been written yet. Call
-// it to make a stream with no records (a valid, empty stream); Write calls
-// it implicitly.
+// it to make a framing-1 stream with no records (a valid, empty stream);
+// Write calls it implicitly.
 func (w *Writer) WriteHeader() error {
 	if w.err != nil || w.header {
 		return w.err
 	}
-	if err := w.write(append(w.buf[:0], Magic...)); err != nil {
+	if err := w.write(append(w.buf[:0], w.magic...)); err != nil {
 		return err
 	}
 	w.header = true
@@ -306,12 +364,15 @@ func (w *Writer) Write(r *Record) error {
 	if w.err != nil {
 		return w.err
 	}
+	if w.sealed {
+		return errors.New("journal: cannot encode a record after the seal")
+	}
 	if r != nil && r.Revision <= w.last {
 		return fmt.Errorf("journal: cannot encode revision %d: it does not follow revision %d", r.Revision, w.last)
 	}
 	buf := w.buf[:0]
 	if !w.header {
-		buf = append(buf, Magic...)
+		buf = append(buf, w.magic...)
 	}
 	buf, err := AppendFrame(buf, r)
 	if err != nil {
@@ -322,10 +383,50 @@ func (w *Writer) Write(r *Record) error {
 	}
 	w.header = true
 	w.last = r.Revision
+	if w.seal.Records == 0 {
+		w.seal.Start, w.seal.FirstTime = r.Revision, r.Time
+	}
+	w.seal.End, w.seal.LastTime = r.Revision, r.Time
+	w.seal.Records++
+	w.seal.Events += int64(len(r.Events))
 	return nil
 }
 
+// Records is the number of records written so far.
+func (w *Writer) Records() int64 { return w.seal.Records }
+
+// Seal ends a framing-2 stream with its seal, naming the chain and the
+// etcd cluster ID the records belong to, and returns the seal. A stream
+// needs at least one record.
+func (w *Writer) Seal(chain, clusterID string) (Seal, error) {
+	if w.err != nil {
+		return Seal{}, w.err
+	}
+	if w.sum == nil || w.sealed {
+		return Seal{}, errors.New("journal: this stream takes no seal (framing 1, or sealed already)")
+	}
+	if w.seal.Records == 0 {
+		return Seal{}, errors.New("journal: cannot seal a stream without records")
+	}
+	s := w.seal
+	s.Chain, s.ClusterID = chain, clusterID
+	copy(s.RawSHA256[:], w.sum.Sum(nil))
+	body := appendSeal(nil, &s)
+	buf := append(w.buf[:0], 0)
+	buf = protowire.AppendVarint(buf, uint64(len(body)))
+	buf = append(buf, body...)
+	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(body, castagnoli))
+	if err := w.write(buf); err != nil {
+		return Seal{}, err
+	}
+	w.sealed = true
+	return s, nil
+}
+
 func (w *Writer) write(b []byte) error {
+	if w.sum != nil && !w.sealed {
+		w.sum.Write(b)
+	}
 	// Keep the grown buffer for the next record, but not a huge one.
 	if cap(b) <= 1<<20 {
 		w.buf = b[:0]
@@ -342,6 +443,109 @@ func (w *Writer) write(b []byte) error {
 	return w.err
 }
 
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func appendSeal(b []byte, s *Seal) []byte {
+	for _, f := range []struct {
+		n protowire.Number
+		v int64
+	}{{sealStart, s.Start}, {sealEnd, s.End}, {sealRecords, s.Records}, {sealEvents, s.Events},
+		{sealFirstTime, unixNano(s.FirstTime)}, {sealLastTime, unixNano(s.LastTime)}} {
+		if f.v != 0 {
+			b = protowire.AppendTag(b, f.n, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(f.v))
+		}
+	}
+	b = protowire.AppendTag(b, sealSHA256, protowire.BytesType)
+	b = protowire.AppendBytes(b, s.RawSHA256[:])
+	if s.Chain != "" {
+		b = protowire.AppendTag(b, sealChain, protowire.BytesType)
+		b = protowire.AppendString(b, s.Chain)
+	}
+	if s.ClusterID != "" {
+		b = protowire.AppendTag(b, sealClusterID, protowire.BytesType)
+		b = protowire.AppendString(b, s.ClusterID)
+	}
+	return b
+}
+
+func decodeSeal(b []byte) (*Seal, error) {
+	s := new(Seal)
+	var sum []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("field tag: %v", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch num {
+		case sealStart, sealEnd, sealRecords, sealEvents, sealFirstTime, sealLastTime:
+			if typ != protowire.VarintType {
+				return nil, fmt.Errorf("field %d has wire type %d, want varint", num, typ)
+			}
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, fmt.Errorf("field %d: %v", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case sealStart:
+				s.Start = int64(v)
+			case sealEnd:
+				s.End = int64(v)
+			case sealRecords:
+				s.Records = int64(v)
+			case sealEvents:
+				s.Events = int64(v)
+			case sealFirstTime:
+				s.FirstTime = fromUnixNano(int64(v))
+			case sealLastTime:
+				s.LastTime = fromUnixNano(int64(v))
+			}
+		case sealSHA256, sealChain, sealClusterID:
+			if typ != protowire.BytesType {
+				return nil, fmt.Errorf("field %d has wire type %d, want bytes", num, typ)
+			}
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("field %d: %v", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case sealSHA256:
+				sum = v
+			case sealChain:
+				s.Chain = string(v)
+			case sealClusterID:
+				s.ClusterID = string(v)
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, fmt.Errorf("unknown field %d: %v", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	if len(sum) != sha256.Size {
+		return nil, fmt.Errorf("raw_sha256 is %d bytes, want %d", len(sum), sha256.Size)
+	}
+	copy(s.RawSHA256[:], sum)
+	return s, nil
+}
+
 // byteReader is what Reader reads from: a uvarint length needs ReadByte.
 type byteReader interface {
 	io.Reader
@@ -351,12 +555,19 @@ type byteReader interface {
 // Reader decodes a journal segment stream. It checks everything listed at
 // the top of this file; see Next.
 type Reader struct {
-	r    byteReader
-	off  int64 // offset of the next unread byte
-	buf  []byte
-	last int64 // revision of the last record returned, 0 if none
-	hdr  bool
-	err  error // sticky: returned by every Next after the first error
+	r       byteReader
+	off     int64 // offset of the next unread byte
+	buf     []byte
+	last    int64 // revision of the last record returned, 0 if none
+	hdr     bool
+	version byte
+	err     error     // sticky: returned by every Next after the first error
+	sum     hash.Hash // framing 2: of every byte before the seal
+	counts  Seal      // framing 2: what the frames so far add up to
+	seal    *Seal
+	// the bytes of the last length varint read
+	lenBytes [binary.MaxVarintLen64]byte
+	lenN     int
 }
 
 // NewReader returns a Reader that decodes the stream in r. It reads r
@@ -388,8 +599,22 @@ func (r *Reader) Next() (*Record, error) {
 		return nil, err
 	}
 	r.last = rec.Revision
+	if r.counts.Records == 0 {
+		r.counts.Start, r.counts.FirstTime = rec.Revision, rec.Time
+	}
+	r.counts.End, r.counts.LastTime = rec.Revision, rec.Time
+	r.counts.Records++
+	r.counts.Events += int64(len(rec.Events))
 	return rec, nil
 }
+
+// Version is the framing version of the stream (1 or 2), known once Next
+// has read the header.
+func (r *Reader) Version() int { return int(r.version) }
+
+// Sealed returns the seal of a framing-2 stream once Next has returned
+// io.EOF (every check of the seal passed), else nil.
+func (r *Reader) Sealed() *Seal { return r.seal }
 
 func (r *Reader) next() (*Record, error) {
 	if !r.hdr {
@@ -400,8 +625,14 @@ func (r *Reader) next() (*Record, error) {
 	}
 	frame := r.off
 	size, err := r.readLen(frame)
+	if err == io.EOF && r.version >= 2 {
+		return nil, r.corrupt(frame, "the stream ends without its seal (cut short)")
+	}
 	if err != nil {
 		return nil, err
+	}
+	if size == 0 && r.version >= 2 {
+		return nil, r.readSeal(frame)
 	}
 	if size > MaxFrame {
 		return nil, r.corrupt(frame, "frame length %d is above the maximum %d", size, MaxFrame)
@@ -420,6 +651,10 @@ func (r *Reader) next() (*Record, error) {
 	want := binary.BigEndian.Uint32(r.buf[size:])
 	if got := crc32.Checksum(body, castagnoli); got != want {
 		return nil, r.corrupt(frame, "frame checksum mismatch: stored %08x, computed %08x", want, got)
+	}
+	if r.sum != nil {
+		r.sum.Write(r.lenBytes[:r.lenN])
+		r.sum.Write(r.buf[:n])
 	}
 	rec, err := decodeBody(body)
 	if err != nil {
@@ -446,18 +681,80 @@ func (r *Reader) readHeader() error {
 	case err != nil:
 		return r.readErr(err)
 	}
-	if v := h[len(Magic)-1]; v != frameVersion {
-		return fmt.Errorf("%w: journal segment has framing version %d, this binary reads version %d (upgrade etcd-backup)", format.ErrVersion, v, frameVersion)
+	switch v := h[len(Magic)-1]; v {
+	case 1:
+	case 2:
+		r.sum = sha256.New()
+		r.sum.Write(h[:])
+	default:
+		return fmt.Errorf("%w: journal segment has framing version %d, this binary reads versions 1 and 2 (upgrade etcd-backup)", format.ErrVersion, v)
 	}
+	r.version = h[len(Magic)-1]
 	return nil
+}
+
+// readSeal reads the seal of a framing-2 stream (its 0x00 marker has been
+// read), checks it against the frames before it and that nothing follows,
+// and returns io.EOF when all is well.
+func (r *Reader) readSeal(frame int64) error {
+	size, err := r.readLen(frame)
+	if err == io.EOF {
+		return r.corrupt(frame, "truncated seal")
+	}
+	if err != nil {
+		return err
+	}
+	if size > 1<<10 {
+		return r.corrupt(frame, "seal length %d is implausible", size)
+	}
+	if err := r.fill(int(size) + crcSize); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return r.corrupt(frame, "truncated seal")
+		}
+		return r.readErr(err)
+	}
+	body := r.buf[:size]
+	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(r.buf[size:]); got != want {
+		return r.corrupt(frame, "seal checksum mismatch: stored %08x, computed %08x", want, got)
+	}
+	s, err := decodeSeal(body)
+	if err != nil {
+		return r.corrupt(frame, "malformed seal: %v", err)
+	}
+	c := r.counts
+	switch {
+	case c.Records == 0:
+		return r.corrupt(frame, "a seal without records")
+	case s.Start != c.Start || s.End != c.End:
+		return r.corrupt(frame, "the seal says revisions %d..%d, the records are %d..%d", s.Start, s.End, c.Start, c.End)
+	case s.Records != c.Records || s.Events != c.Events:
+		return r.corrupt(frame, "the seal says %d records and %d events, the stream has %d and %d", s.Records, s.Events, c.Records, c.Events)
+	case !s.FirstTime.Equal(c.FirstTime) || !s.LastTime.Equal(c.LastTime):
+		return r.corrupt(frame, "the seal's record times do not match the records")
+	case !bytes.Equal(s.RawSHA256[:], r.sum.Sum(nil)):
+		return r.corrupt(frame, "the seal's sha256 does not match the stream")
+	}
+	if _, err := r.r.ReadByte(); err != io.EOF {
+		if err != nil {
+			return r.readErr(err)
+		}
+		return r.corrupt(r.off, "bytes after the seal")
+	}
+	r.seal = s
+	return io.EOF
 }
 
 // readLen reads a frame's length varint. It returns io.EOF, as is, if the
 // stream ends before its first byte.
 func (r *Reader) readLen(frame int64) (uint64, error) {
 	var x uint64
+	r.lenN = 0
 	for i := 0; i < binary.MaxVarintLen64; i++ {
 		b, err := r.r.ReadByte()
+		if err == nil {
+			r.lenBytes[i] = b
+			r.lenN = i + 1
+		}
 		if err != nil {
 			if err == io.EOF {
 				if i == 0 {

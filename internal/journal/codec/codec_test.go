@@ -81,7 +81,7 @@ func randRecords(rng *rand.Rand, n int) []*Record {
 func encodeStream(t testing.TB, recs []*Record) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	w := NewWriter(&b)
+	w := NewWriterV1(&b)
 	if err := w.WriteHeader(); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func frame(body []byte) []byte {
 }
 
 func stream(frames ...[]byte) []byte {
-	return append([]byte(Magic), bytes.Join(frames, nil)...)
+	return append([]byte(MagicV1), bytes.Join(frames, nil)...)
 }
 
 func TestRoundTripRandom(t *testing.T) {
@@ -208,7 +208,7 @@ func TestRoundTripRandom(t *testing.T) {
 
 		// The Writer's bytes are the header plus AppendFrame of each record,
 		// and each body is what an independent encoder produces.
-		want := []byte(Magic)
+		want := []byte(MagicV1)
 		for _, r := range recs {
 			var err error
 			if want, err = AppendFrame(want, r); err != nil {
@@ -237,14 +237,14 @@ func TestRoundTripRandom(t *testing.T) {
 
 func TestEmptyStream(t *testing.T) {
 	var b bytes.Buffer
-	w := NewWriter(&b)
+	w := NewWriterV1(&b)
 	for i := 0; i < 2; i++ {
 		if err := w.WriteHeader(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if b.String() != Magic {
-		t.Fatalf("empty stream is %q, want %q", b.String(), Magic)
+	if b.String() != MagicV1 {
+		t.Fatalf("empty stream is %q, want %q", b.String(), MagicV1)
 	}
 	// A record after an explicit header does not repeat it.
 	if err := w.Write(&Record{Revision: 3, Events: []*mvccpb.Event{del("a", 3)}}); err != nil {
@@ -257,7 +257,7 @@ func TestEmptyStream(t *testing.T) {
 		t.Fatalf("got %d records, %v", len(got), err)
 	}
 
-	rd := NewReader(strings.NewReader(Magic))
+	rd := NewReader(strings.NewReader(MagicV1))
 	for i := 0; i < 2; i++ {
 		if r, err := rd.Next(); r != nil || err != io.EOF {
 			t.Fatalf("Next on an empty stream: %v, %v", r, err)
@@ -380,7 +380,7 @@ func TestReaderRejects(t *testing.T) {
 
 	type tc struct {
 		name, msg string
-		tail      []byte // after Magic and good
+		tail      []byte // after MagicV1 and good
 	}
 	cases := []tc{
 		{"truncated length", "truncated frame length", []byte{0x80}},
@@ -415,7 +415,7 @@ func TestReaderRejects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			data := cat([]byte(Magic), good, tc.tail)
+			data := cat([]byte(MagicV1), good, tc.tail)
 			rd := NewReader(bytes.NewReader(data))
 			r, err := rd.Next()
 			if err != nil {
@@ -430,7 +430,7 @@ func TestReaderRejects(t *testing.T) {
 			if !strings.Contains(msg, tc.msg) {
 				t.Errorf("error %q does not contain %q", msg, tc.msg)
 			}
-			at := fmt.Sprintf("journal frame at byte %d (after revision 10)", len(Magic)+len(good))
+			at := fmt.Sprintf("journal frame at byte %d (after revision 10)", len(MagicV1)+len(good))
 			if !strings.Contains(msg, at) {
 				t.Errorf("error %q does not contain %q", msg, at)
 			}
@@ -451,13 +451,13 @@ func TestReaderRejectsHeader(t *testing.T) {
 		version         bool
 	}{
 		{"empty", "", "empty stream (no header)", false},
-		{"truncated header", Magic[:5], "truncated header: 5 of 8 bytes", false},
-		{"truncated header at version", Magic[:7], "truncated header: 7 of 8 bytes", false},
+		{"truncated header", MagicV1[:5], "truncated header: 5 of 8 bytes", false},
+		{"truncated header at version", MagicV1[:7], "truncated header: 7 of 8 bytes", false},
 		{"bad magic", "EBJRNX\x00\x01" + string(good), "bad magic", false},
 		{"short bad magic", "{", "bad magic", false},
 		{"not a journal", "\x28\xb5\x2f\xfd" + string(good), "bad magic", false},
-		{"first frame", Magic + "\x05", "journal frame at byte 8 (first frame): truncated frame body", false},
-		{"version 2", "EBJRNL\x00\x02" + string(good), "framing version 2, this binary reads version 1", true},
+		{"first frame", MagicV1 + "\x05", "journal frame at byte 8 (first frame): truncated frame body", false},
+		{"version 3", "EBJRNL\x00\x03" + string(good), "framing version 3, this binary reads versions 1 and 2", true},
 		{"version 0", "EBJRNL\x00\x00", "framing version 0", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,8 +530,8 @@ func threeRecords(t *testing.T) ([]*Record, []byte, []int) {
 	}
 	data := encodeStream(t, recs)
 	// ends[i] is the offset just after record i-1's frame (ends[0] = header).
-	ends := []int{len(Magic)}
-	b := []byte(Magic)
+	ends := []int{len(MagicV1)}
+	b := []byte(MagicV1)
 	for _, r := range recs {
 		b, _ = AppendFrame(b, r)
 		ends = append(ends, len(b))
@@ -630,7 +630,7 @@ func TestLargeFrame(t *testing.T) {
 	if bodySize() != MaxFrame {
 		t.Fatalf("body size %d", bodySize())
 	}
-	data, err := AppendFrame([]byte(Magic), r)
+	data, err := AppendFrame([]byte(MagicV1), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -695,7 +695,7 @@ func (w *failWriter) Write(p []byte) (int, error) {
 
 func TestWriter(t *testing.T) {
 	fw := &failWriter{}
-	w := NewWriter(fw)
+	w := NewWriterV1(fw)
 	ok := &Record{Revision: 5, Events: []*mvccpb.Event{del("a", 5)}}
 	if err := w.Write(ok); err != nil {
 		t.Fatal(err)
@@ -730,7 +730,7 @@ func TestWriter(t *testing.T) {
 
 	// No Write and no WriteHeader: nothing written.
 	fw = &failWriter{}
-	_ = NewWriter(fw)
+	_ = NewWriterV1(fw)
 	if fw.n != 0 {
 		t.Fatal("NewWriter wrote")
 	}
@@ -747,7 +747,7 @@ func TestAppendFrameAllocs(t *testing.T) {
 	}); a != 0 {
 		t.Fatalf("AppendFrame into a large enough buffer: %v allocs", a)
 	}
-	w := NewWriter(io.Discard)
+	w := NewWriterV1(io.Discard)
 	rev := r.Revision
 	if a := testing.AllocsPerRun(100, func() {
 		rev++

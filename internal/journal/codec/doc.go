@@ -4,5 +4,5 @@
 // each, and the seal that ends a framing-2 stream. It checks every rule of
 // the format while reading and never touches storage.
 //
-// Imports: none
+// Imports: internal/format
 package codec

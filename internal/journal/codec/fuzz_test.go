@@ -32,7 +32,7 @@ func FuzzReader(f *testing.F) {
 		rng := rand.New(rand.NewSource(seed))
 		f.Add(encodeStream(f, randRecords(rng, 1+rng.Intn(4))))
 	}
-	f.Add([]byte(Magic))
+	f.Add([]byte(MagicV1))
 	f.Add([]byte{})
 	f.Add(encodeStream(f, []*Record{
 		{Revision: 100, Time: time.Unix(1700000000, 1).UTC(), Events: []*mvccpb.Event{put("/a", "one", 100, 100, 1, 0x1234)}, Leases: []Lease{{ID: 0x1234, TTL: 60}}},
@@ -81,7 +81,7 @@ func checkDecode(t *testing.T, data []byte) {
 
 	// Re-encode what was decoded: it must be accepted and read back equal.
 	var out bytes.Buffer
-	w := NewWriter(&out)
+	w := NewWriterV1(&out)
 	if err := w.WriteHeader(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +107,11 @@ func checkDecode(t *testing.T, data []byte) {
 // fixCRCs returns data with the CRC of every frame it can delimit set to
 // the right value. It leaves data itself alone.
 func fixCRCs(data []byte) []byte {
-	if len(data) < len(Magic) {
+	if len(data) < len(MagicV1) {
 		return data
 	}
 	out := bytes.Clone(data)
-	b := out[len(Magic):]
+	b := out[len(MagicV1):]
 	for len(b) > 0 {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {

@@ -3,8 +3,6 @@ package writer
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,11 +14,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
-	"github.com/etcd-backup/etcd-backup/internal/version"
 )
 
 // Defaults of Config.
@@ -47,7 +46,7 @@ type Config struct {
 	Writer     string        // who writes (member name), recorded in manifests
 	Logger     *slog.Logger
 	// OnSealed is told about each segment this writer published.
-	OnSealed func(m *format.Manifest)
+	OnSealed func(s Sealed)
 	// OnEvents is told how many events were received.
 	OnEvents func(n int)
 	// OnProgress is told, about every Flush, that etcd confirmed the watch
@@ -56,6 +55,12 @@ type Config struct {
 	OnProgress func(rev int64, at time.Time)
 	// SealTimeout bounds the final seal after ctx is done (0: 10s).
 	SealTimeout time.Duration
+}
+
+// Sealed is a segment a writer published.
+type Sealed struct {
+	chain.Object
+	Records, Events int
 }
 
 // record is a journal record with its size estimate.
@@ -75,6 +80,7 @@ type writer struct {
 	log   *slog.Logger
 	chain string
 	base  *format.Manifest
+	st    *store.Store
 	next  atomic.Int64 // start revision of the next segment to seal
 }
 
@@ -100,7 +106,8 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cov, err := cfg.Repo.Coverage(ctx, base)
+	st := store.New(cfg.Repo)
+	cov, err := st.Coverage(ctx, base)
 	if err != nil {
 		return err
 	}
@@ -124,9 +131,9 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 		return fmt.Errorf("%w: the cluster is at revision %d, before the journal's end %d: it was restored or replaced since chain %s was written",
 			ErrChainBroken, cur0.Header.Revision, cov.End, base.ID)
 	}
-	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base}
+	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base, st: st}
 	w.next.Store(cov.End + 1)
-	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_segments", len(cov.Segments))
+	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_objects", len(cov.Objects))
 
 	// The watch and the uploader stop together; the final seal outlives ctx.
 	// Under backpressure the watch is canceled, not just left unread: the
@@ -322,129 +329,45 @@ func (w *writer) addLease(ctx context.Context, seen map[int64]bool, r *record, e
 }
 
 // seal publishes the records of s from the next start revision on as one
-// segment. If another writer sealed a segment at that start first, it drops
-// what that segment covers and tries again after it.
+// journal object (one create-only PUT). Another writer (an old leader's
+// agent) may publish objects over the same revisions meanwhile: each holds
+// every event of its range, so readers take either (chain.Cover) and a
+// roll-up or prune removes the redundant one later.
 func (w *writer) seal(ctx context.Context, s *segment) error {
-	recs := s.recs
-	for {
-		start := w.next.Load()
-		i := 0
-		for i < len(recs) && recs[i].Revision < start {
-			i++
+	start := w.next.Load()
+	recs := make([]*codec.Record, 0, len(s.recs))
+	for _, r := range s.recs {
+		if r.Revision >= start {
+			recs = append(recs, &r.Record)
 		}
-		recs = recs[i:]
-		if len(recs) == 0 {
-			return nil
-		}
-		m, payload, err := w.encode(start, recs)
-		if err != nil {
-			return err
-		}
-		// The storage layer retries both writes (their sources are in
-		// memory) within --storage-timeout; when it gives up, the chain
-		// ends and the agent starts the next one from what is sealed.
-		if err := w.cfg.Repo.PutSegmentPayload(ctx, w.chain, m.Payload, bytes.NewReader(payload)); err != nil && !errors.Is(err, storage.ErrExists) {
-			return fmt.Errorf("seal journal segment %s: %w", m.ID, err)
-		}
-		err = w.cfg.Repo.PutSegmentManifest(ctx, m)
-		var other *format.Manifest
-		if errors.Is(err, storage.ErrExists) {
-			var rerr error
-			other, rerr = w.cfg.Repo.ReadSegmentManifest(ctx, w.chain, start)
-			if rerr != nil {
-				// The payload stays (an orphan at worst): the manifest
-				// may be this writer's own.
-				return fmt.Errorf("another writer sealed the segment at revision %d and its manifest cannot be read: %w", start, rerr)
-			}
-			if other.Payload == m.Payload {
-				err = nil // a retried publish whose first attempt had landed: the segment is ours
-			}
-		}
-		if errors.Is(err, storage.ErrExists) {
-			w.cfg.Repo.RemoveSegmentPayload(ctx, w.chain, m.Payload)
-			if other.Journal.End < start {
-				return fmt.Errorf("%w: segment %s ends before it starts", format.ErrIntegrity, other.ID)
-			}
-			w.log.Info("another agent sealed these revisions first; going on after its segment",
-				"start_revision", start, "end_revision", other.Journal.End, "writer", other.MemberName)
-			w.next.Store(other.Journal.End + 1)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("seal journal segment %s: %w", m.ID, err)
-		}
-		w.next.Store(m.Journal.End + 1)
-		w.log.Debug("journal segment sealed", "start_revision", m.Journal.Start, "end_revision", m.Journal.End,
-			"records", m.Journal.Records, "events", m.Journal.Events, "stored_bytes", m.StoredSize)
-		if w.cfg.OnSealed != nil {
-			w.cfg.OnSealed(m)
-		}
+	}
+	if len(recs) == 0 {
 		return nil
 	}
-}
-
-func (w *writer) encode(start int64, recs []*record) (*format.Manifest, []byte, error) {
-	raw := make([]byte, 0, 1024)
-	raw = append(raw, codec.Magic...)
+	o, data, err := store.Build(recs, w.chain, w.base.ClusterID, w.cfg.Recipients)
+	if err != nil {
+		// A revision whose events exceed codec.MaxFrame (one delete of
+		// about a million keys) cannot be journaled: a new snapshot must
+		// start a new chain after it.
+		return fmt.Errorf("%w: encode journal records %d..%d: %v", ErrChainBroken, recs[0].Revision, recs[len(recs)-1].Revision, err)
+	}
+	// The storage layer retries the write (its source is in memory) within
+	// --storage-timeout; when it gives up, the chain ends and the agent
+	// starts the next one from what is sealed.
+	if err := w.st.Put(ctx, w.chain, o, bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("seal journal segment: %w", err)
+	}
+	w.next.Store(o.End + 1)
 	events := 0
-	var err error
 	for _, r := range recs {
-		if raw, err = codec.AppendFrame(raw, &r.Record); err != nil {
-			// A revision whose events exceed codec.MaxFrame (one delete of
-			// about a million keys) cannot be journaled: a new snapshot
-			// must start a new chain after it.
-			return nil, nil, fmt.Errorf("%w: encode journal record %d: %v", ErrChainBroken, r.Revision, err)
-		}
 		events += len(r.Events)
 	}
-	var out bytes.Buffer
-	enc, err := format.NewEncoder(&out, format.EncoderOptions{Recipients: w.cfg.Recipients, Concurrency: 1, NoTrailer: true})
-	if err != nil {
-		return nil, nil, err
+	w.log.Debug("journal segment sealed", "start_revision", o.Start, "end_revision", o.End,
+		"records", len(recs), "events", events, "stored_bytes", len(data))
+	if w.cfg.OnSealed != nil {
+		w.cfg.OnSealed(Sealed{Object: o, Records: len(recs), Events: events})
 	}
-	if _, err := enc.Write(raw); err != nil {
-		return nil, nil, err
-	}
-	sums, err := enc.Close()
-	if err != nil {
-		return nil, nil, err
-	}
-	end := recs[len(recs)-1].Revision
-	encrypted := len(w.cfg.Recipients) > 0
-	nonce := make([]byte, 4)
-	rand.Read(nonce)
-	now := time.Now().UTC()
-	m := &format.Manifest{
-		FormatVersion: format.Version,
-		Kind:          format.KindJournal,
-		ID:            repo.SegmentID(w.chain, start),
-		Cluster:       w.cfg.Repo.Cluster(),
-		ClusterID:     w.base.ClusterID,
-		MemberName:    w.cfg.Writer,
-		EtcdVersion:   w.base.EtcdVersion,
-		Revision:      end,
-		Created:       now,
-		Finished:      now,
-		Payload:       repo.SegmentPayloadBase(start, end, hex.EncodeToString(nonce), encrypted),
-		RawSize:       sums.RawSize,
-		RawSHA256:     sums.RawSHA256,
-		StoredSize:    sums.StoredSize,
-		StoredSHA256:  sums.StoredSHA256,
-		Compression:   format.CompressionZstd,
-		Encryption:    format.EncryptionNone,
-		ToolVersion:   version.Version,
-		Journal: &format.JournalRange{
-			Chain: w.chain, Start: start, End: end, Records: len(recs), Events: events,
-			FirstTime: recs[0].Time, LastTime: recs[len(recs)-1].Time,
-		},
-	}
-	if encrypted {
-		m.Encryption = format.EncryptionAge
-		for _, rc := range w.cfg.Recipients {
-			m.Recipients = append(m.Recipients, rc.Fingerprint)
-		}
-	}
-	return m, out.Bytes(), nil
+	return nil
 }
 
 // backoffStop ends retry at once with its error.
