@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -73,6 +74,12 @@ type Config struct {
 	JournalFlush      time.Duration
 	JournalMaxSegment int
 	WriterName        string
+	// RollupEvery is how often the open chain's aged segments are rolled
+	// up (internal/journal/rollup; 0: a minute, negative: never), and a
+	// closed chain is packed once the next one starts. RollupIdentities
+	// open encrypted chains for it (without them those are left as they are).
+	RollupEvery      time.Duration
+	RollupIdentities []age.Identity
 
 	// Watchdog is systemd's watchdog timeout (WATCHDOG_USEC); WATCHDOG=1 is
 	// sent every third of it. 0: no watchdog pings.

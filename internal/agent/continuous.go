@@ -8,7 +8,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/rollup"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
+	"github.com/etcd-backup/etcd-backup/internal/repo"
 )
 
 // Reasons a journal chain ended other than a new snapshot or a leader change.
@@ -19,6 +22,7 @@ const (
 )
 
 type journalMetrics struct {
+	rollups        *prometheus.CounterVec
 	sealedRevision prometheus.Gauge
 	sealedTime     prometheus.Gauge
 	segments       prometheus.Counter
@@ -30,6 +34,10 @@ type journalMetrics struct {
 
 func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 	m := &journalMetrics{
+		rollups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcd_backup_journal_rollups_total",
+			Help: "Roll-up passes over journal chains by result: success (objects merged or nothing to merge), error (the pass failed; the chain is left as it was), skipped (encrypted and no --identity to read it).",
+		}, []string{"result"}),
 		sealedRevision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "etcd_backup_journal_sealed_revision",
 			Help: "Last etcd revision this agent sealed into the journal (--continuous; 0: none yet).",
@@ -62,7 +70,10 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 	for _, r := range []string{restartCompacted, restartBroken, restartError} {
 		m.restarts.WithLabelValues(r)
 	}
-	reg.MustRegister(m.sealedRevision, m.sealedTime, m.segments, m.events, m.restarts, m.active, m.progress)
+	for _, r := range []string{"success", "error", "skipped"} {
+		m.rollups.WithLabelValues(r)
+	}
+	reg.MustRegister(m.rollups, m.sealedRevision, m.sealedTime, m.segments, m.events, m.restarts, m.active, m.progress)
 	return m
 }
 
@@ -206,8 +217,36 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 	go func() { done <- writer.Run(jctx, cfg, base) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// Roll-ups run beside the writer, one pass at a time: closed chains
+	// once at the start, the open one every RollupEvery.
+	every := a.cfg.RollupEvery
+	if every == 0 {
+		every = time.Minute
+	}
+	var rollTick <-chan time.Time
+	rolling := make(chan struct{}, 1)
+	roll := func(closed bool) {
+		select {
+		case rolling <- struct{}{}:
+		default:
+			return // the previous pass is still running
+		}
+		go func() {
+			defer func() { <-rolling }()
+			a.rollup(jctx, r, base, closed)
+		}()
+	}
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		rollTick = t.C
+		roll(true)
+	}
+	defer func() { cancel(); rolling <- struct{}{} }() // stop and wait for a pass in flight
 	for {
 		select {
+		case <-rollTick:
+			roll(false)
 		case err := <-done:
 			return err
 		case <-tick.C:
@@ -249,6 +288,53 @@ func (a *Agent) waitLeader(ctx context.Context) bool {
 			t.Stop()
 			return false
 		case <-t.C:
+		}
+	}
+}
+
+// rollup runs one roll-up pass: with closed, over every chain but base's
+// (packed: a newer chain has started), else over base's open chain.
+func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest, closed bool) {
+	st := store.New(r)
+	opt := rollup.Options{Recipients: a.cfg.Backup.Recipients, Identities: a.cfg.RollupIdentities, Logger: a.log}
+	bases := []*format.Manifest{base}
+	if closed {
+		bases = nil
+		chains, err := st.Chains(ctx)
+		if err != nil {
+			a.jm.rollups.WithLabelValues("error").Inc()
+			a.log.Warn("journal roll-up: cannot list chains", "error", err)
+			return
+		}
+		for _, id := range chains {
+			if id >= base.ID {
+				continue
+			}
+			m, err := r.ReadManifest(ctx, id)
+			if err != nil {
+				continue // its snapshot is gone or damaged: prune's business
+			}
+			bases = append(bases, m)
+		}
+		opt.Closed = true
+	}
+	for _, m := range bases {
+		res, err := rollup.Run(ctx, st, m, opt)
+		switch {
+		case errors.Is(err, rollup.ErrNoKey):
+			a.jm.rollups.WithLabelValues("skipped").Inc()
+			a.log.Debug("journal roll-up skipped", "chain", m.ID, "reason", err)
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			a.jm.rollups.WithLabelValues("error").Inc()
+			a.log.Warn("journal roll-up failed; the chain is left as it was", "chain", m.ID, "error", err)
+		default:
+			a.jm.rollups.WithLabelValues("success").Inc()
+			if res.Written > 0 {
+				a.log.Info("journal rolled up", "chain", m.ID, "closed", closed, "rollups", res.Written, "merged", res.Merged, "removed", res.Removed)
+			}
 		}
 	}
 }

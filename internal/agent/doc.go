@@ -52,5 +52,5 @@
 // AfterBackup runs after each backup the agent published, holding the run
 // semaphore: the place where prune (and, later, restore drills) hook in.
 //
-// Imports: internal/backup, internal/journal/writer, internal/etcd, internal/format, internal/repo, github.com/prometheus/client_golang
+// Imports: internal/backup, internal/journal/rollup, internal/journal/store, internal/journal/writer, internal/etcd, internal/format, internal/repo, github.com/prometheus/client_golang
 package agent

@@ -16,5 +16,5 @@
 // internal/repo and the storage.Backend interface; it must not import a
 // concrete storage backend or etcd packages.
 //
-// Imports: internal/format, internal/repo, internal/restore, internal/retention, internal/storage
+// Imports: internal/format, internal/journal/chain, internal/journal/store, internal/repo, internal/restore, internal/retention, internal/storage
 package prune

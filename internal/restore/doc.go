@@ -5,5 +5,5 @@
 //
 // It must not import concrete storage backends or the etcd client.
 //
-// Imports: internal/datadir, internal/format, internal/journal, internal/journal/replay, internal/repo
+// Imports: internal/datadir, internal/format, internal/journal/codec, internal/journal/replay, internal/journal/store, internal/repo
 package restore

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -97,18 +99,36 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writer is one writer.Run in a goroutine, with what it reported.
+// runner is one writer.Run in a goroutine, with what it reported.
 type runner struct {
 	name     string
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when Run has returned err
 	err      error
 	sealed   atomic.Int64 // highest end revision this writer sealed
-	segments atomic.Int64 // segments this writer sealed
+	segments atomic.Int64 // objects this writer sealed
 	events   atomic.Int64 // events it received (OnEvents)
-	sealedEv atomic.Int64 // events in the segments it sealed
+	sealedEv atomic.Int64 // events in the objects it sealed
 	mu       sync.Mutex
-	seals    []*format.Manifest
+	seals    []writer.Sealed
+}
+
+// names returns the names of the objects the writer reported sealed.
+func (w *runner) names() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]bool{}
+	for _, s := range w.seals {
+		out[s.Name] = true
+	}
+	return out
+}
+
+// sealedObjects returns what OnSealed reported, in order.
+func (w *runner) sealedObjects() []writer.Sealed {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.seals)
 }
 
 // startWriter runs writer.Run(cfg, base) until stop; cfg's callbacks
@@ -120,15 +140,15 @@ func startWriter(t *testing.T, name string, cfg writer.Config, base *format.Mani
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t, name)
 	}
-	cfg.OnSealed = func(m *format.Manifest) {
+	cfg.OnSealed = func(s writer.Sealed) {
 		w.mu.Lock()
-		w.seals = append(w.seals, m)
+		w.seals = append(w.seals, s)
 		w.mu.Unlock()
 		w.segments.Add(1)
-		w.sealedEv.Add(int64(m.Journal.Events))
+		w.sealedEv.Add(int64(s.Events))
 		for {
 			old := w.sealed.Load()
-			if m.Journal.End <= old || w.sealed.CompareAndSwap(old, m.Journal.End) {
+			if s.End <= old || w.sealed.CompareAndSwap(old, s.End) {
 				break
 			}
 		}
@@ -176,14 +196,20 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-// chainEnd is the revision the chain of base reaches in r without a break.
-func chainEnd(t *testing.T, r *repo.Repo, base *format.Manifest) int64 {
+// listChain lists the chain of base in r.
+func listChain(t *testing.T, r *repo.Repo, base *format.Manifest) *store.Listing {
 	t.Helper()
-	segs, err := r.Segments(context.Background(), base.ID)
+	l, err := store.New(r).List(context.Background(), base.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cov := chain.Check(base.Revision, segs)
+	return l
+}
+
+// chainEnd is the revision the chain of base reaches in r without a break.
+func chainEnd(t *testing.T, r *repo.Repo, base *format.Manifest) int64 {
+	t.Helper()
+	cov := chain.Cover(base.Revision, listChain(t, r, base).Objects)
 	if cov.Break != nil {
 		t.Fatalf("chain %s: %v", base.ID, cov.Break)
 	}
@@ -250,52 +276,147 @@ func (h *history) upTo(t *testing.T, rev int64) []*mvccpb.Event {
 	return out
 }
 
-// chain is a chain read back from the repository and decoded.
+// readBack is a chain read back from the repository and decoded.
 type readBack struct {
-	segs []*format.Manifest // every published segment
-	cov  chain.Coverage
-	recs []*codec.Record
+	objs  []chain.Object             // every object of the chain's listing
+	other []storage.Info             // names in the chain's directory that are no object
+	cov   chain.Coverage             // what a reader follows
+	recs  []*codec.Record            // the records along cov, each revision once
+	byObj map[string][]*codec.Record // the records of every object, by name
+	raw   map[string]int64           // raw stream bytes of every object (header and frames, without the seal)
 }
 
-// readChain reads every segment of base's chain, checks that it has no
-// break, and decodes the payloads, checking each against its manifest.
+// readChain lists base's chain, checks that it has no break, and decodes
+// every object (those the coverage uses and any other), checking each
+// against its name and seal, with the store's own checks too (Verify).
+// Objects may overlap (two writers): every record of every object must
+// then be the same as the one the coverage delivers for that revision.
+// The objects chain.Redundant names must be truly covered: without them
+// the chain reaches as far.
 func readChain(t *testing.T, r *repo.Repo, base *format.Manifest) readBack {
 	t.Helper()
 	ctx := context.Background()
-	segs, err := r.Segments(ctx, base.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := readBack{segs: segs, cov: chain.Check(base.Revision, segs)}
+	st := store.New(r)
+	l := listChain(t, r, base)
+	c := readBack{objs: l.Objects, other: l.Other, cov: chain.Cover(base.Revision, l.Objects),
+		byObj: map[string][]*codec.Record{}, raw: map[string]int64{}}
 	if c.cov.Break != nil {
 		t.Fatalf("chain %s has a break after revision %d: %v", base.ID, c.cov.End, c.cov.Break)
 	}
-	for i, m := range segs {
-		if i > 0 && m.Journal.Start != segs[i-1].Journal.End+1 {
-			t.Fatalf("segment %s starts at %d, previous ends at %d", m.ID, m.Journal.Start, segs[i-1].Journal.End)
+	for _, o := range l.Objects {
+		if o.Legacy != nil || o.Err != nil {
+			t.Fatalf("object %s: the writer wrote a framing-1 segment", o.Label(base.ID))
 		}
-		if m.Kind != format.KindJournal || m.Journal.Chain != base.ID || m.Revision != m.Journal.End ||
-			m.ClusterID != base.ClusterID || m.Cluster != base.Cluster || m.MemberName == "" {
-			t.Errorf("segment %s: manifest %+v / %+v does not fit chain %s", m.ID, *m, *m.Journal, base.ID)
+		if o.Encrypted {
+			t.Fatalf("object %s is encrypted; the writer had no recipients", o.Label(base.ID))
 		}
-		recs := decodeSegment(t, r, m)
-		events := 0
+		data, err := st.ReadAll(ctx, base.ID, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(data)) != o.Size {
+			t.Errorf("object %s: read %d bytes, listed %d", o.Label(base.ID), len(data), o.Size)
+		}
+		if err := st.Verify(base.ID, base.ClusterID, o, data, nil); err != nil {
+			t.Fatalf("object %s fails the store's checks: %v", o.Label(base.ID), err)
+		}
+		recs, seal, raw := decodeObject(t, base.ID, o, data)
+		events := int64(0)
 		for j, rec := range recs {
-			if want := m.Journal.Start + int64(j); rec.Revision != want {
-				t.Fatalf("segment %s: record %d has revision %d, want %d (every revision has events)", m.ID, j, rec.Revision, want)
+			if want := o.Start + int64(j); rec.Revision != want {
+				t.Fatalf("object %s: record %d has revision %d, want %d (every revision has events)", o.Label(base.ID), j, rec.Revision, want)
 			}
-			events += len(rec.Events)
+			events += int64(len(rec.Events))
 		}
-		if len(recs) == 0 || recs[len(recs)-1].Revision != m.Journal.End || len(recs) != m.Journal.Records || events != m.Journal.Events {
-			t.Fatalf("segment %s: %d records / %d events up to %d, manifest says %d / %d up to %d",
-				m.ID, len(recs), events, lastRev(recs), m.Journal.Records, m.Journal.Events, m.Journal.End)
+		switch {
+		case seal == nil:
+			t.Fatalf("object %s has no seal", o.Label(base.ID))
+		case len(recs) == 0 || lastRev(recs) != o.End:
+			t.Fatalf("object %s: records up to %d, its name says %d..%d", o.Label(base.ID), lastRev(recs), o.Start, o.End)
+		case seal.Start != o.Start || seal.End != o.End || seal.Records != int64(len(recs)) || seal.Events != events:
+			t.Fatalf("object %s: %d records / %d events, seal says %+v", o.Label(base.ID), len(recs), events, *seal)
+		case seal.Chain != base.ID || seal.ClusterID != base.ClusterID:
+			t.Errorf("object %s: seal of chain %s cluster %s, want %s %s", o.Label(base.ID), seal.Chain, seal.ClusterID, base.ID, base.ClusterID)
 		}
-		if !m.Journal.FirstTime.Equal(recs[0].Time) || !m.Journal.LastTime.Equal(recs[len(recs)-1].Time) {
-			t.Errorf("segment %s: times %s..%s, records say %s..%s", m.ID, m.Journal.FirstTime, m.Journal.LastTime, recs[0].Time, recs[len(recs)-1].Time)
+		if !o.FirstTime.Equal(recs[0].Time) || !o.LastTime.Equal(recs[len(recs)-1].Time) {
+			t.Errorf("object %s: times %s..%s, records say %s..%s", o.Label(base.ID), o.FirstTime, o.LastTime, recs[0].Time, recs[len(recs)-1].Time)
 		}
-		c.recs = append(c.recs, recs...)
+		c.byObj[o.Name] = recs
+		c.raw[o.Name] = raw
+	}
+	cur := base.Revision
+	for _, o := range c.cov.Objects {
+		for _, rec := range c.byObj[o.Name] {
+			if rec.Revision > cur {
+				c.recs = append(c.recs, rec)
+				cur = rec.Revision
+			}
+		}
+	}
+	if cur != c.cov.End {
+		t.Fatalf("the coverage's objects reach %d, the coverage says %d", cur, c.cov.End)
+	}
+	// Overlapping objects hold the same events for the same revision.
+	byRev := map[int64]*codec.Record{}
+	for _, rec := range c.recs {
+		byRev[rec.Revision] = rec
+	}
+	for _, o := range l.Objects {
+		for _, rec := range c.byObj[o.Name] {
+			want := byRev[rec.Revision]
+			if want == nil {
+				continue // past the coverage's end: cannot happen without a break
+			}
+			if len(rec.Events) != len(want.Events) {
+				t.Fatalf("object %s: revision %d has %d events, the chain's copy %d", o.Label(base.ID), rec.Revision, len(rec.Events), len(want.Events))
+			}
+			for k := range rec.Events {
+				if !sameEvent(rec.Events[k], want.Events[k]) {
+					t.Fatalf("object %s: revision %d event %d is %s, the chain's copy %s", o.Label(base.ID), rec.Revision, k, evString(rec.Events[k]), evString(want.Events[k]))
+				}
+			}
+		}
+	}
+	// Redundant objects are covered by the others.
+	red := chain.Redundant(l.Objects)
+	redundant := map[string]bool{}
+	for _, o := range red {
+		redundant[o.Name] = true
+	}
+	var rest []chain.Object
+	for _, o := range l.Objects {
+		if !redundant[o.Name] {
+			rest = append(rest, o)
+		}
+	}
+	if cov := chain.Cover(base.Revision, rest); cov.End != c.cov.End || cov.Break != nil {
+		t.Fatalf("without the %d objects chain.Redundant names, the chain reaches %d (%v), with them %d", len(red), cov.End, cov.Break, c.cov.End)
+	}
+	for _, o := range red {
+		covered := false
+		for _, p := range rest {
+			if p.Start <= o.Start && p.End >= o.End {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Fatalf("redundant object %s: no other object holds its range", o.Label(base.ID))
+		}
 	}
 	return c
+}
+
+// overlapping counts the objects of the listing that the coverage does not
+// use, or that start before the previous one used ends: with one writer
+// that never restarted there is none.
+func (c readBack) overlapping() int {
+	n := len(c.objs) - len(c.cov.Objects)
+	for i := 1; i < len(c.cov.Objects); i++ {
+		if c.cov.Objects[i].Start != c.cov.Objects[i-1].End+1 {
+			n++
+		}
+	}
+	return n
 }
 
 func lastRev(recs []*codec.Record) int64 {
@@ -305,29 +426,34 @@ func lastRev(recs []*codec.Record) int64 {
 	return recs[len(recs)-1].Revision
 }
 
-// decodeSegment reads and verifies one segment's payload.
-func decodeSegment(t *testing.T, r *repo.Repo, m *format.Manifest) []*codec.Record {
+// decodeObject decodes one object's stored bytes and returns its records,
+// its seal and the size of its raw stream before the seal.
+func decodeObject(t *testing.T, chainID string, o chain.Object, data []byte) ([]*codec.Record, *codec.Seal, int64) {
 	t.Helper()
-	rc, err := r.OpenSegmentPayload(context.Background(), m)
+	dec, err := format.NewSealedDecoder(bytes.NewReader(data), o.Label(chainID), o.Encrypted, nil)
 	if err != nil {
-		t.Fatalf("segment %s: %v", m.ID, err)
-	}
-	defer rc.Close()
-	dec, err := format.NewDecoder(rc, m, nil)
-	if err != nil {
-		t.Fatalf("segment %s: %v", m.ID, err)
+		t.Fatalf("object %s: %v", o.Label(chainID), err)
 	}
 	defer dec.Close()
 	jr := codec.NewReader(dec)
 	var recs []*codec.Record
+	raw := int64(len(codec.Magic))
 	for {
 		rec, err := jr.Next()
 		if err == io.EOF {
-			return recs
+			if jr.Version() != 2 {
+				t.Fatalf("object %s: framing %d", o.Label(chainID), jr.Version())
+			}
+			return recs, jr.Sealed(), raw
 		}
 		if err != nil {
-			t.Fatalf("segment %s: %v", m.ID, err)
+			t.Fatalf("object %s: %v", o.Label(chainID), err)
 		}
+		b, err := codec.AppendFrame(nil, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw += int64(len(b))
 		recs = append(recs, rec)
 	}
 }
@@ -580,29 +706,10 @@ func (w *workload) current() int64 {
 	return resp.Header.Revision
 }
 
-// isManifest tells segment manifests from payloads by name.
-func isManifest(name string) bool { return strings.HasSuffix(name, ".manifest.json") }
-
-// orphans lists the segment payloads of chain that no manifest references.
-func orphans(t *testing.T, r *repo.Repo, b storage.Backend, chain string, segs []*format.Manifest) []string {
-	t.Helper()
-	used := map[string]bool{}
-	for _, m := range segs {
-		used[m.Payload] = true
-	}
-	var out []string
-	dir := r.JournalDir(chain) + "/"
-	err := b.List(context.Background(), dir, func(i storage.Info) error {
-		base := path.Base(i.Name)
-		if !isManifest(base) && !used[base] {
-			out = append(out, base)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+// isObject tells journal objects from other names.
+func isObject(name string) bool {
+	_, ok := chain.ParseName(path.Base(name))
+	return ok
 }
 
 // hooked wraps a real backend with hooks on Put, to simulate slow,
@@ -621,4 +728,4 @@ func (h *hooked) Put(ctx context.Context, name string, r io.Reader) error {
 	return h.put(ctx, name, r, func(r io.Reader) error { return h.Backend.Put(ctx, name, r) })
 }
 
-var errCrash = errors.New("simulated crash: the agent died before publishing the manifest")
+var errCrash = errors.New("simulated crash: the agent died while publishing an object")

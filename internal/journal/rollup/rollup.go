@@ -1,0 +1,223 @@
+package rollup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
+	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultMinAge   = 2 * time.Minute
+	DefaultFanout   = 32
+	DefaultMaxBytes = 64 << 20
+	// tierBase is the stored size below which an object is in tier 0.
+	tierBase = 16 << 10
+)
+
+// ErrNoKey: the chain is encrypted and no identity opens it.
+var ErrNoKey = errors.New("encrypted journal objects cannot be rolled up without --identity")
+
+// Options configures Run.
+type Options struct {
+	// Recipients encrypt the roll-ups (the writer's); Identities read the
+	// objects they merge when those are encrypted.
+	Recipients []format.Recipient
+	Identities []age.Identity
+	// MinAge: objects whose last record was received less than this ago
+	// are left alone in an open chain (0: DefaultMinAge).
+	MinAge time.Duration
+	// Fanout: how many objects of a tier make a roll-up (0: DefaultFanout).
+	Fanout int
+	// MaxBytes: the stored size a roll-up stays under (0: DefaultMaxBytes).
+	MaxBytes int64
+	// Closed: pack the whole chain (a newer chain has started).
+	Closed bool
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Result tells what Run did.
+type Result struct {
+	Written      int   // roll-ups stored
+	Merged       int   // objects they took in
+	Removed      int   // objects removed (merged or redundant)
+	BytesRead    int64 // stored bytes of the merged objects
+	BytesWritten int64 // stored bytes of the roll-ups
+}
+
+func (o Options) norm() Options {
+	if o.MinAge <= 0 {
+		o.MinAge = DefaultMinAge
+	}
+	if o.Fanout < 2 {
+		o.Fanout = DefaultFanout
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func tier(size, fanout int64) int {
+	t := 0
+	for lim := int64(tierBase); size >= lim && t < 16; lim *= fanout {
+		t++
+	}
+	return t
+}
+
+// Plan returns the runs of objects Run would merge in a chain whose
+// snapshot records revision base (the cover of objs from base).
+func Plan(base int64, objs []chain.Object, opt Options) [][]chain.Object {
+	opt = opt.norm()
+	cov := chain.Cover(base, objs)
+	horizon := opt.Now().Add(-opt.MinAge)
+	var runs [][]chain.Object
+	if opt.Closed {
+		var run []chain.Object
+		var bytes int64
+		for _, o := range cov.Objects {
+			if len(run) > 0 && bytes+o.Size > opt.MaxBytes {
+				if len(run) > 1 {
+					runs = append(runs, run)
+				}
+				run, bytes = nil, 0
+			}
+			run = append(run, o)
+			bytes += o.Size
+		}
+		if len(run) > 1 {
+			runs = append(runs, run)
+		}
+		return runs
+	}
+	var run []chain.Object
+	var bytes int64
+	flush := func() {
+		if len(run) >= opt.Fanout {
+			runs = append(runs, run)
+		}
+		run, bytes = nil, 0
+	}
+	for _, o := range cov.Objects {
+		if o.LastTime.IsZero() || o.LastTime.After(horizon) {
+			break // too young; so is what follows
+		}
+		if len(run) > 0 && (tier(o.Size, int64(opt.Fanout)) != tier(run[0].Size, int64(opt.Fanout)) || bytes+o.Size > opt.MaxBytes) {
+			flush()
+		}
+		run = append(run, o)
+		bytes += o.Size
+		if len(run) == 4*opt.Fanout {
+			flush()
+		}
+	}
+	flush()
+	return runs
+}
+
+// Run rolls up the chain of snapshot base once (see the package comment)
+// and removes the objects the roll-ups and other objects make redundant.
+func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Options) (Result, error) {
+	opt = opt.norm()
+	var res Result
+	l, err := st.List(ctx, base.ID)
+	if err != nil {
+		return res, err
+	}
+	for _, run := range Plan(base.Revision, l.Objects, opt) {
+		if run[0].Encrypted && len(opt.Identities) == 0 {
+			return res, ErrNoKey
+		}
+		o, err := merge(ctx, st, base, run, opt)
+		if err != nil {
+			return res, err
+		}
+		res.Written++
+		res.Merged += len(run)
+		res.BytesWritten += o.Size
+		for _, x := range run {
+			res.BytesRead += x.Size
+			if err := st.Remove(ctx, base.ID, x); err != nil {
+				return res, err
+			}
+			res.Removed++
+		}
+		opt.Logger.Info("journal objects rolled up", "chain", base.ID, "objects", len(run),
+			"start_revision", o.Start, "end_revision", o.End, "stored_bytes", o.Size)
+	}
+	// Objects other writers or an interrupted roll-up left that others
+	// cover (old enough that no reader still plans with them).
+	if l, err = st.List(ctx, base.ID); err != nil {
+		return res, err
+	}
+	horizon := opt.Now().Add(-opt.MinAge)
+	for _, x := range chain.Redundant(l.Objects) {
+		if x.Legacy == nil && x.ModTime.Before(horizon) {
+			if err := st.Remove(ctx, base.ID, x); err != nil {
+				return res, err
+			}
+			res.Removed++
+		}
+	}
+	return res, nil
+}
+
+// merge writes one object holding every revision of run, read from the
+// repository with every check, and returns it once stored.
+func merge(ctx context.Context, st *store.Store, base *format.Manifest, run []chain.Object, opt Options) (chain.Object, error) {
+	first, last := run[0], run[len(run)-1]
+	name := chain.Name(first.Start, last.End, first.FirstTime, last.LastTime, store.Nonce(), len(opt.Recipients) > 0)
+	o, _ := chain.ParseName(name)
+	p := &store.Plan{Chain: base.ID, Base: first.Start - 1, Objects: run, ToRevision: last.End, End: last.End, ClusterID: base.ClusterID}
+	pr, pw := io.Pipe()
+	counter := &countWriter{w: pw}
+	go func() {
+		seal, err := store.Encode(counter, base.ID, base.ClusterID, opt.Recipients, func(w *codec.Writer) error {
+			return st.Read(ctx, p, opt.Identities, store.Prefetch{}, w.Write)
+		})
+		if err == nil && (seal.Start != o.Start || seal.End != o.End || !seal.FirstTime.Equal(o.FirstTime) || !seal.LastTime.Equal(o.LastTime)) {
+			// Another writer's object, with its own receive times, took
+			// the place of a piece meanwhile: the name would lie. Nothing
+			// is published; the next run plans again.
+			err = fmt.Errorf("roll-up of %s read revisions %d..%d (%s..%s), not those planned: the chain changed meanwhile",
+				o.Label(base.ID), seal.Start, seal.End, seal.FirstTime, seal.LastTime)
+		}
+		pw.CloseWithError(err)
+	}()
+	err := st.Put(ctx, base.ID, o, pr)
+	pr.CloseWithError(errors.New("roll-up abandoned"))
+	if err != nil {
+		return o, fmt.Errorf("roll-up: %w", err)
+	}
+	o.Size = counter.n
+	return o, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
