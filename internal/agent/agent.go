@@ -129,7 +129,10 @@ type Agent struct {
 	sched   *scheduler
 	notify  Notifier
 	refresh time.Duration
-	maxAge  time.Duration
+	// rollupPending: closed chains packed by a roll-up pass whose pieces a
+	// later pass removes (under mu)
+	rollupPending map[string]*format.Manifest
+	maxAge        time.Duration
 
 	stopCh     chan struct{}   // closed when shutdown begins
 	runCtx     context.Context // of every backup; cancelled when the grace period is over

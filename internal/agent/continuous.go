@@ -298,6 +298,19 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 	st := store.New(r)
 	opt := rollup.Options{Recipients: a.cfg.Backup.Recipients, Identities: a.cfg.RollupIdentities, Logger: a.log}
 	bases := []*format.Manifest{base}
+	a.mu.Lock()
+	pending := a.rollupPending
+	a.rollupPending = map[string]*format.Manifest{}
+	a.mu.Unlock()
+	if !closed {
+		// Closed chains packed by an earlier pass: their pieces go now.
+		for _, m := range pending {
+			res, err := rollup.Run(ctx, st, m, rollup.Options{Closed: true, Recipients: opt.Recipients, Identities: opt.Identities, Logger: a.log})
+			if err == nil && res.Pending {
+				a.markPending(m)
+			}
+		}
+	}
 	if closed {
 		bases = nil
 		chains, err := st.Chains(ctx)
@@ -332,9 +345,21 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 			a.log.Warn("journal roll-up failed; the chain is left as it was", "chain", m.ID, "error", err)
 		default:
 			a.jm.rollups.WithLabelValues("success").Inc()
+			if closed && res.Pending {
+				a.markPending(m)
+			}
 			if res.Written > 0 {
 				a.log.Info("journal rolled up", "chain", m.ID, "closed", closed, "rollups", res.Written, "merged", res.Merged, "removed", res.Removed)
 			}
 		}
 	}
+}
+
+func (a *Agent) markPending(m *format.Manifest) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rollupPending == nil {
+		a.rollupPending = map[string]*format.Manifest{}
+	}
+	a.rollupPending[m.ID] = m
 }

@@ -43,6 +43,11 @@ type Options struct {
 	MaxBytes int64
 	// Closed: pack the whole chain (a newer chain has started).
 	Closed bool
+	// Settle: an object that another makes redundant is removed once that
+	// other object has been stored this long (wall clock; 0: a minute,
+	// negative: at once), so that a listing running while a roll-up is
+	// published sees either the roll-up or every piece it merged.
+	Settle time.Duration
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -54,6 +59,8 @@ type Result struct {
 	Removed      int   // objects removed (merged or redundant)
 	BytesRead    int64 // stored bytes of the merged objects
 	BytesWritten int64 // stored bytes of the roll-ups
+	// Pending: roll-ups were written whose pieces a later pass removes.
+	Pending bool
 }
 
 func (o Options) norm() Options {
@@ -65,6 +72,9 @@ func (o Options) norm() Options {
 	}
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.Settle == 0 {
+		o.Settle = time.Minute
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -133,8 +143,11 @@ func Plan(base int64, objs []chain.Object, opt Options) [][]chain.Object {
 	return runs
 }
 
-// Run rolls up the chain of snapshot base once (see the package comment)
-// and removes the objects the roll-ups and other objects make redundant.
+// Run rolls up the chain of snapshot base once (see the package comment):
+// it first removes the objects that others, stored at least Settle ago,
+// make redundant (the pieces of earlier roll-ups, two writers' copies),
+// then writes the roll-ups its plan calls for. Their pieces are removed by
+// a later pass (Result.Pending says one is due).
 func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Options) (Result, error) {
 	opt = opt.norm()
 	var res Result
@@ -142,7 +155,21 @@ func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Option
 	if err != nil {
 		return res, err
 	}
-	for _, run := range Plan(base.Revision, l.Objects, opt) {
+	var kept []chain.Object
+	gone := map[string]bool{}
+	for _, x := range settled(l.Objects, opt.Settle) {
+		if err := st.Remove(ctx, base.ID, x); err != nil {
+			return res, err
+		}
+		gone[x.Name] = true
+		res.Removed++
+	}
+	for _, x := range l.Objects {
+		if !gone[x.Name] {
+			kept = append(kept, x)
+		}
+	}
+	for _, run := range Plan(base.Revision, kept, opt) {
 		if run[0].Encrypted && len(opt.Identities) == 0 {
 			return res, ErrNoKey
 		}
@@ -155,29 +182,36 @@ func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Option
 		res.BytesWritten += o.Size
 		for _, x := range run {
 			res.BytesRead += x.Size
-			if err := st.Remove(ctx, base.ID, x); err != nil {
-				return res, err
-			}
-			res.Removed++
 		}
+		res.Pending = true
 		opt.Logger.Info("journal objects rolled up", "chain", base.ID, "objects", len(run),
 			"start_revision", o.Start, "end_revision", o.End, "stored_bytes", o.Size)
 	}
-	// Objects other writers or an interrupted roll-up left that others
-	// cover (old enough that no reader still plans with them).
-	if l, err = st.List(ctx, base.ID); err != nil {
+	if opt.Settle < 0 && res.Pending {
+		more, err := Run(ctx, st, base, Options{Settle: -1, Closed: true, MaxBytes: 1, Now: opt.Now, Logger: opt.Logger})
+		res.Removed += more.Removed
+		res.Pending = false
 		return res, err
 	}
-	horizon := opt.Now().Add(-opt.MinAge)
-	for _, x := range chain.Redundant(l.Objects) {
-		if x.Legacy == nil && x.ModTime.Before(horizon) {
-			if err := st.Remove(ctx, base.ID, x); err != nil {
-				return res, err
+	return res, nil
+}
+
+// settled returns the redundant objects of objs (chain.Redundant) that an
+// object stored at least settle ago covers.
+func settled(objs []chain.Object, settle time.Duration) []chain.Object {
+	var out []chain.Object
+	for _, x := range chain.Redundant(objs) {
+		for _, y := range objs {
+			if y.Err != nil || y.Name == x.Name || y.Start > x.Start || y.End < x.End {
+				continue
 			}
-			res.Removed++
+			if settle < 0 || (!y.ModTime.IsZero() && time.Since(y.ModTime) >= settle) {
+				out = append(out, x)
+				break
+			}
 		}
 	}
-	return res, nil
+	return out
 }
 
 // merge writes one object holding every revision of run, read from the

@@ -83,21 +83,46 @@ func (s *Store) Read(ctx context.Context, p *Plan, ids []age.Identity, pf Prefet
 			return err
 		}
 		var gone *goneError
-		if !errors.As(err, &gone) || replans >= 5 {
+		if !errors.As(err, &gone) || replans >= 20 {
 			return err
 		}
 		// A roll-up replaced an object after the plan was made: plan the
 		// rest again from what the chain holds now.
-		l, lerr := s.List(ctx, p.Chain)
-		if lerr != nil {
-			return lerr
-		}
-		cov := chain.Cover(cur, l.Objects)
-		objs = cov.Upto(p.ToRevision, p.ToTime)
-		if cov.End < min(p.End, max(p.ToRevision, cur)) || len(objs) == 0 && cur < p.End {
-			return fmt.Errorf("%w: %v, and the chain now ends at revision %d", format.ErrIntegrity, err, cov.End)
+		objs, err = s.replan(ctx, p, cur)
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// replan lists p's chain again and covers it from cur to where p was to
+// reach. A listing is not a snapshot: one made while a roll-up publishes
+// may miss both the roll-up and pieces already removed, so a short cover is
+// listed again a few times before it is believed.
+func (s *Store) replan(ctx context.Context, p *Plan, cur int64) ([]chain.Object, error) {
+	target := p.End
+	if p.ToRevision > 0 {
+		target = min(target, p.ToRevision)
+	}
+	var cov chain.Coverage
+	for try := 0; try < 4; try++ {
+		if try > 0 {
+			select {
+			case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		l, err := s.List(ctx, p.Chain)
+		if err != nil {
+			return nil, err
+		}
+		cov = chain.Cover(cur, l.Objects)
+		if cov.End >= target {
+			return cov.Upto(p.ToRevision, p.ToTime), nil
+		}
+	}
+	return nil, fmt.Errorf("%w: journal of %s: revisions %d..%d are no longer in the repository (the chain now ends at %d)", format.ErrIntegrity, p.Chain, cov.End+1, target, cov.End)
 }
 
 type goneError struct{ label string }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
@@ -225,12 +226,29 @@ func (s *Store) readManifest(ctx context.Context, chainID, base string) (chain.O
 
 // Coverage lists the chain of snapshot m and follows it (chain.Cover).
 // The error is for failures to read the repository at all.
+// A listing is not a snapshot: one made while a roll-up publishes may miss
+// the roll-up and pieces already removed, so a break is listed again before
+// it is believed.
 func (s *Store) Coverage(ctx context.Context, m *format.Manifest) (chain.Coverage, error) {
-	l, err := s.List(ctx, m.ID)
-	if err != nil {
-		return chain.Coverage{}, err
+	var cov chain.Coverage
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			select {
+			case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+			case <-ctx.Done():
+				return cov, ctx.Err()
+			}
+		}
+		l, err := s.List(ctx, m.ID)
+		if err != nil {
+			return chain.Coverage{}, err
+		}
+		cov = chain.Cover(m.Revision, l.Objects)
+		if cov.Break == nil {
+			break
+		}
 	}
-	return chain.Cover(m.Revision, l.Objects), nil
+	return cov, nil
 }
 
 // Remove removes an object: for a framing-1 segment its manifest first,
