@@ -16,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/agent"
 	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/clusterrestore"
+	"github.com/etcd-backup/etcd-backup/internal/journal/rollup"
 	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 	"github.com/etcd-backup/etcd-backup/internal/prune"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -40,6 +41,7 @@ type agentOptions struct {
 	Continuous   bool
 	JournalFlush time.Duration
 	RollupEvery  time.Duration
+	RollupAfter  time.Duration
 	JournalMax   int
 	orders       ordersOptions // restore-cluster orders carried out on this node
 }
@@ -84,7 +86,8 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DrillEvery, "drill-every", 0, "restore drill of the newest backup this often (e.g. 24h): read it back, restore it into a throwaway etcd, read every key, compare etcd's hash; 0: never")
 	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
-	fs.DurationVar(&o.RollupEvery, "rollup-every", time.Minute, "with --continuous: merge the open chain's journal segments older than 2 minutes this often, and pack a chain into a few objects once the next starts (negative: never); encrypted chains need --identity")
+	fs.DurationVar(&o.RollupEvery, "rollup-every", time.Minute, "with --continuous: merge the open chain's aged journal segments this often, and pack a chain into a few objects once the next starts (negative: never); encrypted chains need --identity")
+	fs.DurationVar(&o.RollupAfter, "rollup-after", rollup.DefaultMinAge, "with --continuous: journal segments received longer ago than this are merged; merged pieces are removed half of it after their roll-up appears")
 	fs.DurationVar(&o.JournalFlush, "journal-flush", writer.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
 	fs.IntVar(&o.JournalMax, "journal-max-segment", writer.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
 	fs.StringArrayVar(&o.prune.Identity, "identity", nil, "age identity for --verify-every and --drill-every to check encrypted backups completely (--verify-every without it: stored size and sha256 only; a drill needs it)")
@@ -257,6 +260,7 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		Continuous:        o.Continuous,
 		JournalFlush:      o.JournalFlush,
 		RollupEvery:       o.RollupEvery,
+		RollupAfter:       o.RollupAfter,
 		RollupIdentities:  ids,
 		JournalMaxSegment: o.JournalMax,
 		WriterName:        writerName(),

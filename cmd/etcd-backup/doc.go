@@ -18,5 +18,5 @@
 // concrete backend, and connects to etcd through internal/etcd (the demo
 // also uses the etcd client directly, to write and check its keys).
 //
-// Imports: internal/agent, internal/backup, internal/clusterrestore, internal/journal/writer, internal/datadir, internal/drill, internal/embedded, internal/etcd, internal/format, internal/fsutil, internal/journal, internal/progress, internal/prune, internal/journal/replay, internal/repo, internal/restore, internal/retention, internal/storage, internal/storage/backends, internal/systemd, internal/transfer, internal/version, github.com/prometheus/client_golang, go.etcd.io/etcd/client/v3
+// Imports: internal/agent, internal/backup, internal/clusterrestore, internal/datadir, internal/drill, internal/embedded, internal/etcd, internal/format, internal/fsutil, internal/journal/chain, internal/journal/codec, internal/journal/replay, internal/journal/rollup, internal/journal/store, internal/journal/writer, internal/progress, internal/prune, internal/repo, internal/restore, internal/retention, internal/storage, internal/storage/backends, internal/systemd, internal/transfer, internal/version, github.com/prometheus/client_golang, go.etcd.io/etcd/client/v3
 package main

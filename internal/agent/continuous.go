@@ -296,7 +296,8 @@ func (a *Agent) waitLeader(ctx context.Context) bool {
 // (packed: a newer chain has started), else over base's open chain.
 func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest, closed bool) {
 	st := store.New(r)
-	opt := rollup.Options{Recipients: a.cfg.Backup.Recipients, Identities: a.cfg.RollupIdentities, Logger: a.log}
+	opt := rollup.Options{Recipients: a.cfg.Backup.Recipients, Identities: a.cfg.RollupIdentities, Logger: a.log,
+		MinAge: a.cfg.RollupAfter, Settle: a.cfg.RollupAfter / 2}
 	bases := []*format.Manifest{base}
 	a.mu.Lock()
 	pending := a.rollupPending
@@ -305,7 +306,9 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 	if !closed {
 		// Closed chains packed by an earlier pass: their pieces go now.
 		for _, m := range pending {
-			res, err := rollup.Run(ctx, st, m, rollup.Options{Closed: true, Recipients: opt.Recipients, Identities: opt.Identities, Logger: a.log})
+			o := opt
+			o.Closed = true
+			res, err := rollup.Run(ctx, st, m, o)
 			if err == nil && res.Pending {
 				a.markPending(m)
 			}
