@@ -18,6 +18,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/rollup"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 )
 
@@ -133,7 +134,10 @@ type Agent struct {
 	// rollupPending: closed chains packed by a roll-up pass whose pieces a
 	// later pass removes (under mu)
 	rollupPending map[string]*format.Manifest
-	maxAge        time.Duration
+	// spools hold the records this agent sealed, by chain, so roll-ups
+	// read them locally (no GET, no key for encrypted chains) (under mu)
+	spools map[string]*rollup.Spool
+	maxAge time.Duration
 
 	stopCh     chan struct{}   // closed when shutdown begins
 	runCtx     context.Context // of every backup; cancelled when the grace period is over
@@ -266,6 +270,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer bg.Done()
 			a.journalLoop(ctx)
+			a.closeSpools("")
 		}()
 	}
 	schedDone := make(chan struct{})

@@ -183,6 +183,7 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
+	sp := a.spool(base.ID)
 	cfg := writer.Config{
 		Client:     a.cfg.Client.Client,
 		Repo:       r,
@@ -192,6 +193,9 @@ func (a *Agent) runChain(ctx context.Context, base *format.Manifest) error {
 		Writer:     a.cfg.WriterName,
 		Logger:     a.log,
 		OnSealed: func(s writer.Sealed) {
+			if sp != nil {
+				sp.Add(s.Batch)
+			}
 			a.mu.Lock()
 			a.st.journal.SealedRevision, a.st.journal.SealedTime = s.End, timePtr(s.LastTime)
 			a.mu.Unlock()
@@ -307,10 +311,13 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 		// Closed chains packed by an earlier pass: their pieces go now.
 		for _, m := range pending {
 			o := opt
-			o.Closed = true
+			o.Closed, o.Local = true, a.spoolOf(m.ID)
 			res, err := rollup.Run(ctx, st, m, o)
-			if err == nil && res.Pending {
+			switch {
+			case err == nil && res.Pending:
 				a.markPending(m)
+			case err == nil:
+				a.closeSpools(m.ID) // packed and settled: its records are in the repository for good
 			}
 		}
 	}
@@ -335,17 +342,19 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 		opt.Closed = true
 	}
 	for _, m := range bases {
-		res, err := rollup.Run(ctx, st, m, opt)
+		o := opt
+		o.Local = a.spoolOf(m.ID)
+		res, err := rollup.Run(ctx, st, m, o)
 		switch {
-		case errors.Is(err, rollup.ErrNoKey):
-			a.jm.rollups.WithLabelValues("skipped").Inc()
-			a.log.Debug("journal roll-up skipped", "chain", m.ID, "reason", err)
 		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
 			a.jm.rollups.WithLabelValues("error").Inc()
 			a.log.Warn("journal roll-up failed; the chain is left as it was", "chain", m.ID, "error", err)
+		case res.Skipped > 0 && res.Written == 0:
+			a.jm.rollups.WithLabelValues("skipped").Inc()
+			a.log.Debug("journal roll-up skipped: encrypted objects this agent did not write, and no --identity", "chain", m.ID, "runs", res.Skipped)
 		default:
 			a.jm.rollups.WithLabelValues("success").Inc()
 			if closed && res.Pending {
@@ -356,6 +365,18 @@ func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest,
 			}
 		}
 	}
+	if closed {
+		// Closed chains had their pass: their records are in the
+		// repository, packed or not; the spools go.
+		a.mu.Lock()
+		for id, sp := range a.spools {
+			if id != base.ID {
+				sp.Close()
+				delete(a.spools, id)
+			}
+		}
+		a.mu.Unlock()
+	}
 }
 
 func (a *Agent) markPending(m *format.Manifest) {
@@ -365,4 +386,48 @@ func (a *Agent) markPending(m *format.Manifest) {
 		a.rollupPending = map[string]*format.Manifest{}
 	}
 	a.rollupPending[m.ID] = m
+}
+
+// spoolMax bounds a chain's roll-up spool on local disk.
+const spoolMax = 256 << 20
+
+// spool returns the roll-up spool of chainID, made if needed (nil when no
+// temporary file can be made: roll-ups then read the repository).
+func (a *Agent) spool(chainID string) *rollup.Spool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if sp := a.spools[chainID]; sp != nil {
+		return sp
+	}
+	sp, err := rollup.NewSpool("", spoolMax)
+	if err != nil {
+		a.log.Warn("journal: no local spool for roll-ups; they read the repository (encrypted chains need --identity)", "error", err)
+		return nil
+	}
+	if a.spools == nil {
+		a.spools = map[string]*rollup.Spool{}
+	}
+	a.spools[chainID] = sp
+	return sp
+}
+
+func (a *Agent) spoolOf(chainID string) rollup.Source {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if sp := a.spools[chainID]; sp != nil {
+		return sp
+	}
+	return nil
+}
+
+// closeSpools removes the spool of chainID ("": every spool).
+func (a *Agent) closeSpools(chainID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, sp := range a.spools {
+		if chainID == "" || id == chainID {
+			sp.Close()
+			delete(a.spools, id)
+		}
+	}
 }

@@ -25,8 +25,6 @@ const (
 	tierBase = 16 << 10
 )
 
-// ErrNoKey: the chain is encrypted and no identity opens it.
-var ErrNoKey = errors.New("encrypted journal objects cannot be rolled up without --identity")
 
 // Options configures Run.
 type Options struct {
@@ -43,6 +41,10 @@ type Options struct {
 	MaxBytes int64
 	// Closed: pack the whole chain (a newer chain has started).
 	Closed bool
+	// Local, when set, supplies revisions the caller holds itself (the
+	// writer's Spool): runs it holds are read there, not from the
+	// repository, so they need no identity and no GET.
+	Local Source
 	// Settle: an object that another makes redundant is removed once that
 	// other object has been stored this long (wall clock; 0: a minute,
 	// negative: at once), so that a listing running while a roll-up is
@@ -61,6 +63,9 @@ type Result struct {
 	BytesWritten int64 // stored bytes of the roll-ups
 	// Pending: roll-ups were written whose pieces a later pass removes.
 	Pending bool
+	// Skipped: runs left as they were, encrypted and neither held by
+	// Options.Local nor readable with Options.Identities.
+	Skipped int
 }
 
 func (o Options) norm() Options {
@@ -170,8 +175,10 @@ func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Option
 		}
 	}
 	for _, run := range Plan(base.Revision, kept, opt) {
-		if run[0].Encrypted && len(opt.Identities) == 0 {
-			return res, ErrNoKey
+		local := opt.Local != nil && opt.Local.Has(run[0].Start, run[len(run)-1].End)
+		if !local && len(opt.Identities) == 0 && anyEncrypted(run) {
+			res.Skipped++
+			continue
 		}
 		o, err := merge(ctx, st, base, run, opt)
 		if err != nil {
@@ -218,13 +225,24 @@ func settled(objs []chain.Object, settle time.Duration) []chain.Object {
 // repository with every check, and returns it once stored.
 func merge(ctx context.Context, st *store.Store, base *format.Manifest, run []chain.Object, opt Options) (chain.Object, error) {
 	first, last := run[0], run[len(run)-1]
-	name := chain.Name(first.Start, last.End, first.FirstTime, last.LastTime, store.Nonce(), len(opt.Recipients) > 0)
+	t0, t1 := first.FirstTime, last.LastTime
+	local := opt.Local != nil && opt.Local.Has(first.Start, last.End)
+	if local {
+		// The spool's records carry this writer's receive times, which
+		// may differ from another writer's object in the run.
+		opt.Local.Read(first.Start, first.Start, func(r *codec.Record) error { t0 = r.Time; return nil })
+		opt.Local.Read(last.End, last.End, func(r *codec.Record) error { t1 = r.Time; return nil })
+	}
+	name := chain.Name(first.Start, last.End, t0, t1, store.Nonce(), len(opt.Recipients) > 0)
 	o, _ := chain.ParseName(name)
 	p := &store.Plan{Chain: base.ID, Base: first.Start - 1, Objects: run, ToRevision: last.End, End: last.End, ClusterID: base.ClusterID}
 	pr, pw := io.Pipe()
 	counter := &countWriter{w: pw}
 	go func() {
 		seal, err := store.Encode(counter, base.ID, base.ClusterID, opt.Recipients, func(w *codec.Writer) error {
+			if local {
+				return opt.Local.Read(first.Start, last.End, w.Write)
+			}
 			return st.Read(ctx, p, opt.Identities, store.Prefetch{}, w.Write)
 		})
 		if err == nil && (seal.Start != o.Start || seal.End != o.End || !seal.FirstTime.Equal(o.FirstTime) || !seal.LastTime.Equal(o.LastTime)) {
@@ -254,4 +272,13 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+func anyEncrypted(run []chain.Object) bool {
+	for _, o := range run {
+		if o.Encrypted {
+			return true
+		}
+	}
+	return false
 }

@@ -243,8 +243,10 @@ func TestReadersRaceRollup(t *testing.T) {
 	}
 }
 
-// TestEncrypted: an encrypted chain is left exactly as it is without an
-// identity, and rolled up (still encrypted) with one.
+// TestEncrypted: an encrypted chain is left exactly as it is when neither
+// a spool holds its records nor an identity opens it; it is rolled up
+// (still encrypted, readable with the key only) from the writer's spool
+// without a key, and from the repository with one.
 func TestEncrypted(t *testing.T) {
 	ctx := context.Background()
 	id, err := age.GenerateX25519Identity()
@@ -252,26 +254,51 @@ func TestEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	rcpt := []format.Recipient{{Recipient: id.Recipient(), Fingerprint: format.Fingerprint(id.Recipient().String())}}
+	spool, err := rollup.NewSpool(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
 	f := newChain(t, 0, 0, false)
 	rev := int64(base + 1)
-	for i := 0; i < 10; i++ {
-		o, data, err := store.Build([]*codec.Record{record(rev, t0.Add(time.Duration(i)*time.Second))}, f.base.ID, f.base.ClusterID, rcpt)
-		if err != nil {
-			t.Fatal(err)
+	write := func(n int, spooled bool) {
+		for i := 0; i < n; i++ {
+			recs := []*codec.Record{record(rev, t0.Add(time.Duration(rev)*time.Second))}
+			o, data, err := store.Build(recs, f.base.ID, f.base.ClusterID, rcpt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.st.Put(ctx, f.base.ID, o, bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			if spooled {
+				spool.Add(recs)
+			}
+			rev++
 		}
-		if err := f.st.Put(ctx, f.base.ID, o, bytes.NewReader(data)); err != nil {
-			t.Fatal(err)
-		}
-		rev++
 	}
+	write(10, false)
 	before := f.objects(t)
-	opt := rollup.Options{Closed: true, Recipients: rcpt, Settle: -1, Now: func() time.Time { return t0.Add(time.Hour) }}
-	if _, err := rollup.Run(ctx, f.st, f.base, opt); !errors.Is(err, rollup.ErrNoKey) {
-		t.Fatalf("without an identity: %v, want ErrNoKey", err)
+	opt := rollup.Options{Closed: true, Recipients: rcpt, Settle: -1, Local: spool, Now: func() time.Time { return t0.Add(time.Hour) }}
+	res, err := rollup.Run(ctx, f.st, f.base, opt)
+	if err != nil || res.Skipped != 1 || res.Written != 0 {
+		t.Fatalf("without an identity or spool: %+v, %v; want the run skipped", res, err)
 	}
 	if after := f.objects(t); len(after) != len(before) {
 		t.Fatalf("without an identity the chain changed: %d objects, was %d", len(after), len(before))
 	}
+	readBack := func(want int) {
+		t.Helper()
+		cov, _ := f.st.Coverage(ctx, f.base)
+		n := 0
+		if err := f.st.Read(ctx, store.NewPlan(f.base, cov, 0, time.Time{}), []age.Identity{id}, store.Prefetch{}, func(*codec.Record) error { n++; return nil }); err != nil || n != want {
+			t.Fatalf("read %d records, %v; want %d", n, err, want)
+		}
+		if err := f.st.Read(ctx, store.NewPlan(f.base, cov, 0, time.Time{}), nil, store.Prefetch{}, func(*codec.Record) error { return nil }); !errors.Is(err, format.ErrKey) {
+			t.Fatalf("the chain is readable without the key: %v", err)
+		}
+	}
+	// With the key: from the repository.
 	opt.Identities = []age.Identity{id}
 	if _, err := rollup.Run(ctx, f.st, f.base, opt); err != nil {
 		t.Fatal(err)
@@ -280,12 +307,32 @@ func TestEncrypted(t *testing.T) {
 	if len(after) != 1 || !after[0].Encrypted || after[0].Start != base+1 || after[0].End != base+10 {
 		t.Fatalf("after roll-up: %+v", after)
 	}
-	cov, _ := f.st.Coverage(ctx, f.base)
-	n := 0
-	if err := f.st.Read(ctx, store.NewPlan(f.base, cov, 0, time.Time{}), []age.Identity{id}, store.Prefetch{}, func(*codec.Record) error { n++; return nil }); err != nil || n != 10 {
-		t.Fatalf("read %d records, %v", n, err)
+	readBack(10)
+	// Without the key: 20 more segments the writer spooled. The plan's run
+	// 101..130 is only partly in the spool: skipped.
+	opt.Identities = nil
+	write(20, true)
+	res, err = rollup.Run(ctx, f.st, f.base, opt)
+	if err != nil || res.Skipped != 1 || res.Written != 0 {
+		t.Fatalf("a run only partly spooled: %+v, %v; want it skipped", res, err)
 	}
-	if err := f.st.Read(ctx, store.NewPlan(f.base, cov, 0, time.Time{}), nil, store.Prefetch{}, func(*codec.Record) error { return nil }); !errors.Is(err, format.ErrKey) {
-		t.Fatalf("the roll-up is readable without the key: %v", err)
+	// A chain the writer spooled whole is rolled up without the key.
+	f = newChain(t, 0, 0, false)
+	spool2, err := rollup.NewSpool(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer spool2.Close()
+	spool, rev = spool2, base+1
+	write(20, true)
+	opt.Local = spool2
+	res, err = rollup.Run(ctx, f.st, f.base, opt)
+	if err != nil || res.Written != 1 || res.Skipped != 0 {
+		t.Fatalf("from the spool: %+v, %v; want one roll-up", res, err)
+	}
+	after = f.objects(t)
+	if len(after) != 1 || after[0].Start != base+1 || after[0].End != base+20 || !after[0].Encrypted {
+		t.Fatalf("after the spool's roll-up: %+v", after)
+	}
+	readBack(20)
 }

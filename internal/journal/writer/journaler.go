@@ -61,6 +61,9 @@ type Config struct {
 type Sealed struct {
 	chain.Object
 	Records, Events int
+	// Batch is the records of the segment (the caller must not change
+	// them): for a roll-up spool.
+	Batch []*codec.Record
 }
 
 // record is a journal record with its size estimate.
@@ -365,7 +368,7 @@ func (w *writer) seal(ctx context.Context, s *segment) error {
 	w.log.Debug("journal segment sealed", "start_revision", o.Start, "end_revision", o.End,
 		"records", len(recs), "events", events, "stored_bytes", len(data))
 	if w.cfg.OnSealed != nil {
-		w.cfg.OnSealed(Sealed{Object: o, Records: len(recs), Events: events})
+		w.cfg.OnSealed(Sealed{Object: o, Records: len(recs), Events: events, Batch: recs})
 	}
 	return nil
 }
