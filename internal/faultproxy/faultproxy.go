@@ -57,7 +57,7 @@ type Faults struct {
 // Stats is a snapshot of a Proxy's counters.
 type Stats struct {
 	Requests      int64            // every request received
-	ByMethod      map[string]int64 // requests per method (GET, PUT, HEAD, POST, DELETE, ...); methods not seen are absent
+	ByMethod      map[string]int64 // requests per method (GET, PUT, HEAD, POST, DELETE, ...); methods not seen are absent. A GET that lists a bucket (S3 ListObjects: a list-type, prefix or delimiter query) counts as "LIST", not "GET"
 	Injected503   int64            // requests answered 503 SlowDown
 	Cut           int64            // responses whose body was cut
 	Stalled       int64            // requests that stalled
@@ -138,7 +138,7 @@ func Start(target string) (*Proxy, error) {
 		byMethod:     make(map[string]*atomic.Int64),
 		otherMethods: make(map[string]int64),
 	}
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodHead, http.MethodPost, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodHead, http.MethodPost, http.MethodDelete, "LIST"} {
 		p.byMethod[m] = new(atomic.Int64)
 	}
 	p.Set(Faults{})
@@ -309,11 +309,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	defer p.inFlight.Add(-1)
 
 	p.requests.Add(1)
-	if n, ok := p.byMethod[r.Method]; ok {
+	method := r.Method
+	if q := r.URL.Query(); method == http.MethodGet && (q.Has("list-type") || q.Has("prefix") || q.Has("delimiter")) {
+		method = "LIST"
+	}
+	if n, ok := p.byMethod[method]; ok {
 		n.Add(1)
 	} else {
 		p.otherMu.Lock()
-		p.otherMethods[r.Method]++
+		p.otherMethods[method]++
 		p.otherMu.Unlock()
 	}
 	if p.ctx.Err() != nil { // closing
