@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 	"github.com/etcd-backup/etcd-backup/internal/testenv"
 )
 
@@ -66,10 +68,10 @@ func TestJournalS3Encrypted(t *testing.T) {
 		if obj.Err != nil {
 			t.Fatal(obj.Err)
 		}
-		if strings.HasSuffix(obj.Key, ".jrnl.zst.age") {
+		if o, ok := chain.ParseName(path.Base(obj.Key)); ok && o.Encrypted {
 			segments = append(segments, obj.Key)
-		} else if !strings.HasSuffix(obj.Key, ".manifest.json") {
-			t.Errorf("unexpected object %s", obj.Key)
+		} else {
+			t.Errorf("unexpected object %s (want only encrypted journal objects)", obj.Key)
 		}
 	}
 	if len(segments) < 2 {

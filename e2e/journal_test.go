@@ -312,9 +312,9 @@ func TestJournalLeaderChangeAndAgentKill(t *testing.T) {
 	chains := journalSegments(t, repo)
 	for _, e := range entries {
 		if segs, ok := chains[e.ID]; ok {
-			checkContiguous(t, segs, e.Revision+1)
-			if e.ID == newest.ID && len(segs) != j.Segments {
-				t.Errorf("list says %d segments, the repository holds %d", j.Segments, len(segs))
+			used := checkContiguous(t, segs, e.Revision+1)
+			if e.ID == newest.ID && len(used) != j.Segments {
+				t.Errorf("list says %d objects, a reader of the repository takes %d (of %d)", j.Segments, len(used), len(segs))
 			}
 		}
 	}
@@ -384,19 +384,31 @@ func TestJournalGapRejected(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("want one snapshot, list shows %+v", entries)
 	}
-	chain := journalSegments(t, repo)[entries[0].ID]
-	checkContiguous(t, chain, snapRev+1)
+	all := journalSegments(t, repo)[entries[0].ID]
+	chain := checkContiguous(t, all, snapRev+1)
 	if len(chain) < 3 {
 		t.Fatalf("%d segments, want at least 3", len(chain))
 	}
+	// Remove every object that holds the first revision of a segment in
+	// the middle (that one alone, unless a roll-up holds it too).
 	gone := chain[len(chain)/2]
 	below := gone.start - 1
+	var removed []string
+	for _, s := range all {
+		if s.start <= gone.start && s.end >= gone.start {
+			below = min(below, s.start-1)
+			if err := os.Remove(s.file); err != nil {
+				t.Fatal(err)
+			}
+			removed = append(removed, filepath.Base(s.file))
+		}
+	}
+	if below <= snapRev {
+		t.Fatalf("removing the objects that hold revision %d (%v) leaves nothing of the chain", gone.start, removed)
+	}
 	cp := (&workload{t: t, cl: cl, ttl: map[int64]int64{}}).capture("below-gap", below)
 	c.killAll()
-	if err := os.Remove(gone.file); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("deleted segment %s (%d..%d) of %d", filepath.Base(gone.file), gone.start, gone.end, len(chain))
+	t.Logf("deleted %v (revision %d) of %d objects; the chain now ends at %d", removed, gone.start, len(all), below)
 
 	entries = listJournal(t, repo)
 	if j := entries[0].Journal; j == nil || j.Error == "" {
@@ -407,7 +419,7 @@ func TestJournalGapRejected(t *testing.T) {
 
 	dataDir, parent := preciousDataDir(t)
 	before := digestPaths(t, parent)
-	for _, args := range [][]string{nil, {"--to-revision", strconv.FormatInt(gone.end, 10)}} {
+	for _, args := range [][]string{nil, {"--to-revision", strconv.FormatInt(below+1, 10)}} {
 		r := cli(t, nil, append([]string{"restore", "latest", "--repo", repo, "--data-dir", dataDir, "--name", "g1",
 			"--initial-cluster", "g1=http://127.0.0.1:2380"}, args...)...)
 		expectCleanFailure(t, r, 4)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/embedded"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 )
 
 // The journal tests' shared pieces: a random etcd workload that captures
@@ -714,15 +715,20 @@ func listJournal(t *testing.T, repo string) []journalListEntry {
 	return entries
 }
 
-// segment is one journal segment manifest in a local repository.
+// segment is one journal object of a local repository: a framing-2
+// object (file is the object), or a framing-1 segment (file is its
+// manifest).
 type segment struct {
 	file       string
 	chain      string
 	start, end int64
+	legacy     bool
 }
 
-// journalSegments reads every segment manifest of a local repository
-// (cluster "default"), by chain, sorted by start revision.
+// journalSegments lists the journal objects of a local repository (cluster
+// "default"), by chain, sorted by start revision: framing-2 objects by
+// name, framing-1 segments by their manifests (their payloads are checked
+// to be named by one). Any other name in a chain's directory is an error.
 func journalSegments(t *testing.T, repo string) map[string][]segment {
 	t.Helper()
 	root := filepath.Join(repo, "clusters", "default", "journal")
@@ -735,11 +741,26 @@ func journalSegments(t *testing.T, repo string) map[string][]segment {
 		if !c.IsDir() {
 			continue
 		}
-		files, err := filepath.Glob(filepath.Join(root, c.Name(), "*.manifest.json"))
+		files, err := os.ReadDir(filepath.Join(root, c.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range files {
+		payloads := map[string]bool{}
+		named := map[string]bool{}
+		for _, e := range files {
+			f := filepath.Join(root, c.Name(), e.Name())
+			if o, ok := chain.ParseName(e.Name()); ok {
+				out[c.Name()] = append(out[c.Name()], segment{f, c.Name(), o.Start, o.End, false})
+				continue
+			}
+			if strings.HasSuffix(e.Name(), ".jrnl.zst") || strings.HasSuffix(e.Name(), ".jrnl.zst.age") {
+				payloads[e.Name()] = true
+				continue
+			}
+			if !strings.HasSuffix(e.Name(), ".manifest.json") {
+				t.Errorf("journal %s: unexpected object %s", c.Name(), e.Name())
+				continue
+			}
 			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
@@ -751,40 +772,65 @@ func journalSegments(t *testing.T, repo string) map[string][]segment {
 			if m.Kind != "journal" || m.Journal.Chain != c.Name() {
 				t.Errorf("segment manifest %s: kind %q chain %q, want journal in chain %s", f, m.Kind, m.Journal.Chain, c.Name())
 			}
-			if want := fmt.Sprintf("%019d.manifest.json", m.Journal.Start); filepath.Base(f) != want {
+			if want := fmt.Sprintf("%019d.manifest.json", m.Journal.Start); e.Name() != want {
 				t.Errorf("segment manifest %s covers %d..%d: want the name %s", f, m.Journal.Start, m.Journal.End, want)
 			}
-			out[c.Name()] = append(out[c.Name()], segment{f, c.Name(), m.Journal.Start, m.Journal.End})
+			named[m.Payload] = true
+			out[c.Name()] = append(out[c.Name()], segment{f, c.Name(), m.Journal.Start, m.Journal.End, true})
+		}
+		for p := range payloads {
+			if !named[p] {
+				t.Errorf("journal %s: payload %s without a manifest", c.Name(), p)
+			}
 		}
 		sort.Slice(out[c.Name()], func(i, j int) bool { return out[c.Name()][i].start < out[c.Name()][j].start })
 	}
 	return out
 }
 
-// checkContiguous: the segments start at first and each starts right after
-// the previous one ends.
-func checkContiguous(t *testing.T, segs []segment, first int64) {
+// checkContiguous: the objects start at first and cover every revision
+// from there on without a gap, as a reader follows them (chain.Cover).
+// Objects may overlap (two agents journaling at once, a roll-up and the
+// pieces it merged). It returns the objects a reader takes, in order.
+func checkContiguous(t *testing.T, segs []segment, first int64) []segment {
 	t.Helper()
 	if len(segs) == 0 {
 		t.Errorf("no journal segments")
-		return
+		return nil
 	}
 	var b bytes.Buffer
+	objs := make([]chain.Object, len(segs))
 	for i, s := range segs {
 		fmt.Fprintf(&b, " %d..%d", s.start, s.end)
 		if s.end < s.start {
 			t.Errorf("segment %s ends (%d) before it starts (%d)", s.file, s.end, s.start)
 		}
-		switch {
-		case i == 0 && s.start != first:
-			t.Errorf("chain %s starts at revision %d, want %d (its snapshot's revision + 1)", s.chain, s.start, first)
-		case i > 0 && s.start > segs[i-1].end+1:
-			t.Errorf("gap in chain %s: %d..%d missing between %s and %s", s.chain, segs[i-1].end+1, s.start-1, filepath.Base(segs[i-1].file), filepath.Base(s.file))
-		case i > 0 && s.start <= segs[i-1].end:
-			t.Errorf("overlap in chain %s: %s (%d..%d) and %s (%d..%d)", s.chain, filepath.Base(segs[i-1].file), segs[i-1].start, segs[i-1].end, filepath.Base(s.file), s.start, s.end)
+		objs[i] = chain.Object{Name: s.file, Start: s.start, End: s.end}
+	}
+	if segs[0].start != first {
+		t.Errorf("chain %s starts at revision %d, want %d (its snapshot's revision + 1)", segs[0].chain, segs[0].start, first)
+	}
+	cov := chain.Cover(first-1, objs)
+	last := segs[0].end
+	for _, s := range segs {
+		last = max(last, s.end)
+	}
+	if cov.Break != nil || cov.End != last {
+		t.Errorf("chain %s: covered without a break up to %d, its objects reach %d: %v", segs[0].chain, cov.End, last, cov.Break)
+	}
+	var used []segment
+	for _, o := range cov.Objects {
+		for _, s := range segs {
+			if s.file == o.Name {
+				used = append(used, s)
+			}
 		}
+	}
+	if len(used) != len(segs) {
+		t.Logf("chain %s: %d objects, a reader takes %d", segs[0].chain, len(segs), len(used))
 	}
 	if t.Failed() {
 		t.Logf("segments:%s", b.String())
 	}
+	return used
 }

@@ -558,9 +558,20 @@ func pruneJournals(ctx context.Context, r *repo.Repo, rep *Report, kept, damaged
 			}
 			rep.Orphans = append(rep.Orphans, o)
 		}
+		// A damaged framing-1 manifest names a payload prune cannot know:
+		// leave every framing-1 payload of such a chain alone.
+		damagedManifest := false
+		for _, x := range l.Objects {
+			if x.Err != nil {
+				damagedManifest = true
+			}
+		}
 		for _, i := range l.Other {
 			if !strings.Contains(i.Name, ".jrnl.zst") && !strings.Contains(i.Name, chain.Suffix) {
 				continue // not a journal payload: leave what this tool did not write
+			}
+			if damagedManifest && strings.Contains(i.Name, ".jrnl.zst") {
+				continue
 			}
 			o := Orphan{Name: i.Name, Size: i.Size, ModTime: i.ModTime, Young: now.Sub(i.ModTime) <= age}
 			if !o.Young && !dryRun {

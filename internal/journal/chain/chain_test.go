@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,9 @@ func TestRedundantKeepsCoverage(t *testing.T) {
 			if rng.Intn(4) == 0 {
 				o.Name = objs0(objs, o)
 			}
-			objs = append(objs, o)
+			if !slices.ContainsFunc(objs, func(p Object) bool { return p.Name == o.Name }) { // names in a listing are unique
+				objs = append(objs, o)
+			}
 		}
 		before := Cover(10, objs)
 		red := Redundant(objs)
@@ -154,4 +157,27 @@ func objs0(objs []Object, o Object) string {
 		}
 	}
 	return o.Name
+}
+
+// BenchmarkDay: a day of one-second segments, with every tenth written
+// twice (two writers), covered and judged for redundancy.
+func BenchmarkDay(b *testing.B) {
+	var objs []Object
+	for i := int64(0); i < 86400; i++ {
+		objs = append(objs, obj(11+i*5, 15+i*5))
+		if i%10 == 0 {
+			o := obj(11+i*5, 15+i*5)
+			o.Name = "x" + o.Name
+			objs = append(objs, o)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if c := Cover(10, objs); c.End != 15+86399*5 {
+			b.Fatal(c.End)
+		}
+		if n := len(Redundant(objs)); n != 8640 {
+			b.Fatal(n)
+		}
+	}
 }

@@ -25,7 +25,6 @@ const (
 	tierBase = 16 << 10
 )
 
-
 // Options configures Run.
 type Options struct {
 	// Recipients encrypt the roll-ups (the writer's); Identities read the

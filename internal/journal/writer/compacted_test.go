@@ -25,7 +25,7 @@ func TestCompactedKeepsReceivedRevisions(t *testing.T) {
 	var puts atomic.Int64
 	r := openRepo(t, t.TempDir(), func(b storage.Backend) storage.Backend {
 		return &hooked{Backend: b, put: func(ctx context.Context, name string, rd io.Reader, inner func(io.Reader) error) error {
-			if strings.Contains(name, ".jrnl") {
+			if isObject(name) {
 				switch puts.Add(1) {
 				case 1:
 					<-release

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
 
-	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 	"github.com/etcd-backup/etcd-backup/internal/journal/codec"
+	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/journal/writer"
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -61,33 +63,35 @@ func TestJournalContents(t *testing.T) {
 	if c.cov.End != last {
 		t.Fatalf("chain reaches revision %d, want %d", c.cov.End, last)
 	}
-	if len(c.segs) < 3 {
-		t.Errorf("%d segments for a %s workload with a 100ms flush", len(c.segs), time.Since(start))
+	if len(c.objs) < 3 {
+		t.Errorf("%d objects for a %s workload with a 100ms flush", len(c.objs), time.Since(start))
 	}
-	if int(wr.segments.Load()) != len(c.segs) {
-		t.Errorf("OnSealed told of %d segments, the repository has %d", wr.segments.Load(), len(c.segs))
+	if int(wr.segments.Load()) != len(c.objs) {
+		t.Errorf("OnSealed told of %d objects, the repository has %d", wr.segments.Load(), len(c.objs))
 	}
-	for _, m := range c.segs {
-		if m.MemberName != "w1" {
-			t.Errorf("segment %s written by %q, want w1", m.ID, m.MemberName)
-		}
+	checkReported(t, c, wr)
+	if n := c.overlapping(); n != 0 {
+		t.Errorf("one writer sealed %d overlapping objects", n)
 	}
 	compareEvents(t, c.recs, hist.upTo(t, last))
 	checkLeases(t, c.recs, w.granted, w.revoked, true)
 	if n := wr.events.Load(); n != int64(len(hist.upTo(t, last))) {
 		t.Errorf("OnEvents counted %d events, etcd emitted %d", n, len(hist.upTo(t, last)))
 	}
-	if o := orphans(t, r, openRepo(t, root, nil).Backend(), base.ID, c.segs); len(o) != 0 {
-		t.Errorf("orphan payloads: %v", o)
+	if len(c.other) != 0 {
+		t.Errorf("names in the chain's directory that are no journal object: %v", c.other)
 	}
-	t.Logf("%d revisions, %d events in %d segments (%s)", last-base.Revision, len(hist.upTo(t, last)), len(c.segs), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d revisions, %d events in %d objects (%s)", last-base.Revision, len(hist.upTo(t, last)), len(c.objs), time.Since(start).Round(time.Millisecond))
 }
 
-// TestTwoWritersNoGapNoOverlap: two writers (as an old and a new leader's
-// agents) journal the same chain at once, one starting a second after the
-// other from what the repository holds. Whoever wins each start revision,
-// the chain has no gap and no overlap and holds exactly etcd's history.
-func TestTwoWritersNoGapNoOverlap(t *testing.T) {
+// TestTwoWritersNoGap: two writers (as an old and a new leader's agents)
+// journal the same chain at once, one starting a second after the other
+// from what the repository holds. Each publishes its own objects, which
+// overlap (made certain once, and by the jitter of their writes): the
+// chain readers follow (chain.Cover of the listing) has no gap and holds
+// exactly etcd's history, every copy of a revision holds the same events,
+// and the objects chain.Redundant names are covered by the others.
+func TestTwoWritersNoGap(t *testing.T) {
 	start := time.Now()
 	cl, cli := testenv.StartEtcd(t, 1)
 	root := t.TempDir()
@@ -95,28 +99,25 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
 
 	// Each writer has its own backend on the same directory, which counts
-	// the segment starts it lost and jitters manifest writes so that the
-	// two interleave in every order.
-	type counts struct{ won, lost atomic.Int64 }
-	var cnt [2]counts
+	// the objects it published and jitters their writes so that the two
+	// interleave in every order.
+	var puts [2]atomic.Int64
 	var forced atomic.Bool
 	wrap := func(i int, seed int64) func(storage.Backend) storage.Backend {
 		var mu sync.Mutex
 		rng := rand.New(rand.NewSource(seed))
 		return func(inner storage.Backend) storage.Backend {
 			return &hooked{Backend: inner, put: func(ctx context.Context, name string, rd io.Reader, put func(io.Reader) error) error {
-				if !isManifest(name) {
+				o, ok := chain.ParseName(path.Base(name))
+				if !ok {
 					return put(rd)
 				}
 				if i == 1 && forced.CompareAndSwap(false, true) {
 					// The race, made certain once: writer 2's first
-					// segment waits until writer 1 has published the
-					// same start.
+					// object waits until writer 1 has published one
+					// over some of the same revisions.
 					deadline := time.Now().Add(5 * time.Second)
-					for time.Now().Before(deadline) {
-						if _, err := inner.Stat(ctx, name); err == nil {
-							break
-						}
+					for time.Now().Before(deadline) && !overlapIn(ctx, inner, path.Dir(name), o) {
 						time.Sleep(5 * time.Millisecond)
 					}
 				}
@@ -125,11 +126,8 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 				mu.Unlock()
 				time.Sleep(d)
 				err := put(rd)
-				switch {
-				case err == nil:
-					cnt[i].won.Add(1)
-				case errors.Is(err, storage.ErrExists):
-					cnt[i].lost.Add(1)
+				if err == nil {
+					puts[i].Add(1)
 				}
 				return err
 			}}
@@ -144,7 +142,7 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	for time.Now().Before(stopAt) {
 		if w2 == nil && time.Since(start) > time.Second {
 			// The second writer starts from what the repository holds, and
-			// seals small segments: it races the first at many starts.
+			// seals small objects: they overlap the first's at many places.
 			w2 = startWriter(t, "w2", writer.Config{Client: newClient(t, cl.Endpoints()), Repo: r2, Flush: 130 * time.Millisecond, MaxSegment: 2 << 10}, base)
 		}
 		w.step()
@@ -152,10 +150,7 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	}
 	last := w.current()
 	waitFor(t, 15*time.Second, "the chain to reach the last revision", func() bool { return chainEnd(t, r1, base) >= last })
-	// Let both writers catch up with the chain before they stop: what a
-	// stopping writer still holds is sealed after the other's segments or
-	// dropped.
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 15*time.Second, "both writers to seal the last revision", func() bool { return w1.sealed.Load() >= last && w2.sealed.Load() >= last })
 	for _, wr := range []*runner{w1, w2} {
 		if err := wr.stop(t, 5*time.Second); err != nil {
 			t.Fatalf("writer %s: Run: %v", wr.name, err)
@@ -166,36 +161,116 @@ func TestTwoWritersNoGapNoOverlap(t *testing.T) {
 	if c.cov.End != last {
 		t.Fatalf("chain reaches revision %d, want %d", c.cov.End, last)
 	}
+	// Every object in the repository is one a writer reported, and every
+	// object a writer reported is in the repository.
+	n1, n2 := w1.names(), w2.names()
 	by := map[string]int{}
-	for _, m := range c.segs {
-		by[m.MemberName]++
+	for _, o := range c.objs {
+		switch {
+		case n1[o.Name] && n2[o.Name]:
+			t.Errorf("object %s reported by both writers", o.Name)
+		case n1[o.Name]:
+			by["w1"]++
+		case n2[o.Name]:
+			by["w2"]++
+		default:
+			t.Errorf("object %s in the repository, reported by no writer", o.Name)
+		}
 	}
-	t.Logf("%d revisions in %d segments: %v; manifests won/lost: w1 %d/%d, w2 %d/%d (%s)",
-		last-base.Revision, len(c.segs), by, cnt[0].won.Load(), cnt[0].lost.Load(), cnt[1].won.Load(), cnt[1].lost.Load(),
-		time.Since(start).Round(time.Millisecond))
-	if by["w1"] == 0 || by["w2"] == 0 || len(by) != 2 {
-		t.Errorf("segments by writer %v: want both writers to have sealed some", by)
+	if len(n1)+len(n2) != len(c.objs) {
+		t.Errorf("the writers reported %d + %d objects, the repository holds %d", len(n1), len(n2), len(c.objs))
 	}
-	if cnt[1].lost.Load() == 0 {
-		t.Errorf("writer 2 never lost a start revision to writer 1: the race did not happen")
-	}
-	if int64(by["w1"]) != cnt[0].won.Load() || int64(by["w2"]) != cnt[1].won.Load() {
-		t.Errorf("manifests written w1 %d, w2 %d; the chain has %v", cnt[0].won.Load(), cnt[1].won.Load(), by)
+	if int64(by["w1"]) != puts[0].Load() || int64(by["w2"]) != puts[1].Load() {
+		t.Errorf("objects written w1 %d, w2 %d; the chain has %v", puts[0].Load(), puts[1].Load(), by)
 	}
 	if int64(by["w1"]) != w1.segments.Load() || int64(by["w2"]) != w2.segments.Load() {
 		t.Errorf("OnSealed told w1 %d, w2 %d; the chain has %v", w1.segments.Load(), w2.segments.Load(), by)
 	}
+	// The two writers' objects overlap: both journaled the same revisions.
+	overlaps := 0
+	for _, a := range w1.sealedObjects() {
+		for _, b := range w2.sealedObjects() {
+			if a.Start <= b.End && b.Start <= a.End {
+				overlaps++
+			}
+		}
+	}
+	used := map[string]int{}
+	for _, o := range c.cov.Objects {
+		if n1[o.Name] {
+			used["w1"]++
+		} else {
+			used["w2"]++
+		}
+	}
+	t.Logf("%d revisions in %d objects %v (%d overlapping pairs, %d redundant); the chain reads %d of them %v (%s)",
+		last-base.Revision, len(c.objs), by, overlaps, len(chain.Redundant(c.objs)), len(c.cov.Objects), used,
+		time.Since(start).Round(time.Millisecond))
+	if by["w1"] == 0 || by["w2"] == 0 || len(by) != 2 {
+		t.Errorf("objects by writer %v: want both writers to have sealed some", by)
+	}
+	if overlaps == 0 {
+		t.Errorf("no object of writer 2 overlaps one of writer 1: the race did not happen")
+	}
+	if len(chain.Redundant(c.objs)) == 0 && c.overlapping() == 0 {
+		t.Errorf("the chain's objects do not overlap though the writers' did")
+	}
 	compareEvents(t, c.recs, hist.upTo(t, last))
 	checkLeases(t, c.recs, w.granted, w.revoked, false)
-	if o := orphans(t, r1, r1.Backend(), base.ID, c.segs); len(o) != 0 {
-		t.Errorf("a writer that lost a start left its payload behind: %v", o)
+	if len(c.other) != 0 {
+		t.Errorf("names in the chain's directory that are no journal object: %v", c.other)
 	}
 }
 
-// TestResumeAfterKill: a writer dies between uploading a segment's payload
-// and publishing its manifest; the next writer resumes after the last
-// sealed revision, and the chain is complete. The dead writer's payload
-// stays as an orphan.
+// overlapIn reports whether dir holds a journal object other than o over
+// some of o's revisions.
+func overlapIn(ctx context.Context, b storage.Backend, dir string, o chain.Object) bool {
+	found := false
+	b.List(ctx, dir+"/", func(i storage.Info) error {
+		if p, ok := chain.ParseName(path.Base(i.Name)); ok && p.Name != o.Name && p.Start <= o.End && o.Start <= p.End {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// checkReported: the objects of the chain are exactly those wr reported
+// (OnSealed), with the same ranges, times and sizes.
+func checkReported(t *testing.T, c readBack, wr *runner) {
+	t.Helper()
+	listed := map[string]chain.Object{}
+	for _, o := range c.objs {
+		listed[o.Name] = o
+	}
+	seals := wr.sealedObjects()
+	for _, s := range seals {
+		o, ok := listed[s.Name]
+		switch {
+		case !ok:
+			t.Errorf("writer %s reported object %s, which is not in the repository", wr.name, s.Name)
+		case o.Start != s.Start || o.End != s.End || !o.FirstTime.Equal(s.FirstTime) || !o.LastTime.Equal(s.LastTime) || o.Size != s.Size:
+			t.Errorf("writer %s reported %+v, the repository lists %+v", wr.name, s.Object, o)
+		case s.Records != len(c.byObj[s.Name]) || s.Records != int(s.End-s.Start+1):
+			t.Errorf("writer %s reported %d records in %s, it holds %d", wr.name, s.Records, s.Name, len(c.byObj[s.Name]))
+		}
+		events := 0
+		for _, rec := range c.byObj[s.Name] {
+			events += len(rec.Events)
+		}
+		if ok && events != s.Events {
+			t.Errorf("writer %s reported %d events in %s, it holds %d", wr.name, s.Events, s.Name, events)
+		}
+	}
+	if len(seals) != len(c.objs) {
+		t.Errorf("writer %s reported %d objects, the repository holds %d", wr.name, len(seals), len(c.objs))
+	}
+}
+
+// TestResumeAfterKill: a writer dies while publishing an object: its PUT
+// landed, but the writer never learnt it. The next writer resumes after
+// the last revision the repository holds (not the last the dead writer
+// knew it sealed), and the chain is complete, with nothing left over.
 func TestResumeAfterKill(t *testing.T) {
 	start := time.Now()
 	cl, cli := testenv.StartEtcd(t, 1)
@@ -204,10 +279,15 @@ func TestResumeAfterKill(t *testing.T) {
 	hist := watchHistory(t, cl.Endpoints(), base.Revision+1)
 
 	const survive = 3
-	var manifests atomic.Int64
+	var objects atomic.Int64
 	crashing := openRepo(t, root, func(inner storage.Backend) storage.Backend {
 		return &hooked{Backend: inner, put: func(ctx context.Context, name string, rd io.Reader, put func(io.Reader) error) error {
-			if isManifest(name) && manifests.Add(1) > survive {
+			if isObject(name) && objects.Add(1) > survive {
+				if objects.Load() == survive+1 {
+					if err := put(rd); err != nil {
+						return err
+					}
+				}
 				return errCrash
 			}
 			return put(rd)
@@ -231,12 +311,17 @@ func TestResumeAfterKill(t *testing.T) {
 		break
 	}
 	if err1 == nil || !errors.Is(err1, errCrash) || errors.Is(err1, writer.ErrCompacted) || errors.Is(err1, writer.ErrChainBroken) {
-		t.Fatalf("Run of the crashing writer: %v, want the manifest write's error", err1)
+		t.Fatalf("Run of the crashing writer: %v, want the object write's error", err1)
 	}
 	t.Logf("first writer stopped: %v", err1)
 	sealed := w1.sealed.Load()
-	if got := chainEnd(t, crashing, base); got != sealed || w1.segments.Load() != survive {
-		t.Fatalf("the dead writer sealed %d segments up to %d; the chain reaches %d", w1.segments.Load(), sealed, got)
+	if w1.segments.Load() != survive {
+		t.Fatalf("the dead writer sealed %d objects, want %d", w1.segments.Load(), survive)
+	}
+	// The object whose PUT landed unbeknownst to the writer is there.
+	landed := chainEnd(t, crashing, base)
+	if landed <= sealed {
+		t.Fatalf("the chain reaches %d, the dead writer sealed up to %d: its last object did not land", landed, sealed)
 	}
 	// History goes on while no writer runs.
 	for i := 0; i < 100; i++ {
@@ -253,29 +338,27 @@ func TestResumeAfterKill(t *testing.T) {
 	if err := w2.stop(t, 5*time.Second); err != nil {
 		t.Fatalf("Run of the second writer: %v", err)
 	}
-	w2.mu.Lock()
-	first := w2.seals[0]
-	w2.mu.Unlock()
-	if first.Journal.Start != sealed+1 {
-		t.Errorf("the second writer's first segment starts at %d, want %d (after the last sealed revision)", first.Journal.Start, sealed+1)
+	first := w2.sealedObjects()[0]
+	if first.Start != landed+1 {
+		t.Errorf("the second writer's first object starts at %d, want %d (after the last revision in the repository)", first.Start, landed+1)
 	}
 
 	c := readChain(t, r, base)
 	if c.cov.End != last {
 		t.Fatalf("chain reaches revision %d, want %d", c.cov.End, last)
 	}
+	if n := c.overlapping(); n != 0 {
+		t.Errorf("%d overlapping objects: the second writer did not resume after the chain's end", n)
+	}
+	if got, want := len(c.objs), survive+1+int(w2.segments.Load()); got != want {
+		t.Errorf("%d objects in the repository, want %d (the dead writer's %d and the one that landed, and the second writer's %d)", got, want, survive, w2.segments.Load())
+	}
 	compareEvents(t, c.recs, hist.upTo(t, last))
 	checkLeases(t, c.recs, w.granted, w.revoked, false)
-	o := orphans(t, r, r.Backend(), base.ID, c.segs)
-	t.Logf("chain %d..%d in %d segments (dead writer sealed up to %d); %d orphan payload(s) %v (%s)",
-		base.Revision+1, c.cov.End, len(c.segs), sealed, len(o), o, time.Since(start).Round(time.Millisecond))
-	if len(o) != 1 {
-		t.Errorf("orphan payloads %v, want exactly the dead writer's unpublished one", o)
-	}
-	for _, name := range o {
-		if !strings.HasPrefix(name, fmt.Sprintf("%019d-", sealed+1)) {
-			t.Errorf("orphan %s does not start at revision %d", name, sealed+1)
-		}
+	t.Logf("chain %d..%d in %d objects (dead writer sealed up to %d, its last object to %d); other names %v (%s)",
+		base.Revision+1, c.cov.End, len(c.objs), sealed, landed, c.other, time.Since(start).Round(time.Millisecond))
+	if len(c.other) != 0 {
+		t.Errorf("names in the chain's directory that are no journal object: %v", c.other)
 	}
 }
 
@@ -305,8 +388,8 @@ func TestCompacted(t *testing.T) {
 		t.Errorf("Run took %s to see the compaction", took)
 	}
 	t.Logf("Run: %v (%s)", err, took.Round(time.Millisecond))
-	if segs, err := r.Segments(context.Background(), base.ID); err != nil || len(segs) != 0 {
-		t.Errorf("segments after a compacted start: %d, %v", len(segs), err)
+	if l := listChain(t, r, base); len(l.Objects) != 0 || len(l.Other) != 0 {
+		t.Errorf("objects after a compacted start: %v, %v", l.Objects, l.Other)
 	}
 
 	// Compaction while the writer runs: it stops with ErrCompacted only if
@@ -351,17 +434,17 @@ func TestChainBroken(t *testing.T) {
 	if err := wr.stop(t, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := r.Segments(context.Background(), base.ID)
-	if err != nil || len(segs) < 2 {
-		t.Fatalf("%d segments, %v; want at least 2", len(segs), err)
+	objs := chain.Cover(base.Revision, listChain(t, r, base).Objects).Objects
+	if len(objs) < 2 {
+		t.Fatalf("%d objects; want at least 2", len(objs))
 	}
-	// Remove the first manifest: a gap from base+1.
-	if err := r.Backend().Remove(context.Background(), r.SegmentManifestName(base.ID, segs[0].Journal.Start)); err != nil {
+	// Remove the first object: a gap from base+1.
+	if err := store.New(r).Remove(context.Background(), base.ID, objs[0]); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = writer.Run(ctx, writer.Config{Client: cli.Client, Repo: r}, base)
+	err := writer.Run(ctx, writer.Config{Client: cli.Client, Repo: r}, base)
 	if !errors.Is(err, writer.ErrChainBroken) {
 		t.Fatalf("Run on a chain with a gap: %v, want ErrChainBroken", err)
 	}
@@ -392,9 +475,10 @@ func TestSealOnStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := readChain(t, r, base)
-	if len(c.segs) != 1 || c.cov.End != last {
-		t.Fatalf("after stop: %d segments up to %d, want 1 up to %d", len(c.segs), c.cov.End, last)
+	if len(c.objs) != 1 || c.cov.End != last {
+		t.Fatalf("after stop: %d objects up to %d, want 1 up to %d", len(c.objs), c.cov.End, last)
 	}
+	checkReported(t, c, wr)
 	compareEvents(t, c.recs, hist.upTo(t, last))
 	checkLeases(t, c.recs, w.granted, w.revoked, true)
 }
@@ -446,7 +530,7 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 	var waiting atomic.Int64
 	r := openRepo(t, root, func(inner storage.Backend) storage.Backend {
 		return &hooked{Backend: inner, put: func(ctx context.Context, name string, rd io.Reader, put func(io.Reader) error) error {
-			if ch := blocked.Load(); ch != nil && !isManifest(name) {
+			if ch := blocked.Load(); ch != nil && isObject(name) {
 				waiting.Add(1)
 				select {
 				case <-*ch:
@@ -553,15 +637,16 @@ func TestBackpressureBoundedMemory(t *testing.T) {
 	}
 	// After a pause etcd may send up to 1000 revisions in one response.
 	perResp = ws.maxEvents.Load()
-	for _, m := range c.segs {
-		maxRaw = max(maxRaw, m.RawSize)
-		if m.RawSize > maxSeg+int64(len(codec.Magic))+perResp*maxFrame {
-			t.Errorf("segment %s holds %d raw bytes (%d records): more than MaxSegment %d and one watch response of at most %d records of at most %d bytes",
-				m.ID, m.RawSize, m.Journal.Records, maxSeg, perResp, maxFrame)
+	for _, o := range c.objs {
+		raw := c.raw[o.Name]
+		maxRaw = max(maxRaw, raw)
+		if raw > maxSeg+int64(len(codec.Magic))+perResp*maxFrame {
+			t.Errorf("object %s holds %d raw bytes (%d records): more than MaxSegment %d and one watch response of at most %d records of at most %d bytes",
+				o.Label(base.ID), raw, len(c.byObj[o.Name]), maxSeg, perResp, maxFrame)
 		}
 	}
-	t.Logf("%d segments, largest %d raw bytes (MaxSegment %d, largest record %d, at most %d events per watch response) (%s)",
-		len(c.segs), maxRaw, maxSeg, maxFrame, perResp, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d objects, largest %d raw bytes (MaxSegment %d, largest record %d, at most %d events per watch response) (%s)",
+		len(c.objs), maxRaw, maxSeg, maxFrame, perResp, time.Since(start).Round(time.Millisecond))
 }
 
 // TestLeaderChange: a writer per member of a 3-member cluster, each on its
@@ -578,6 +663,7 @@ func TestLeaderChange(t *testing.T) {
 	var wg sync.WaitGroup
 	var sealed atomic.Int64
 	var runErrs sync.Map
+	var byName sync.Map // object name -> writer
 	for i, ep := range cl.Endpoints() {
 		wg.Add(1)
 		name := fmt.Sprintf("w%d", i+1)
@@ -587,8 +673,9 @@ func TestLeaderChange(t *testing.T) {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				err := writer.Run(ctx, writer.Config{Client: c, Repo: r, Writer: name, Flush: 60 * time.Millisecond, Logger: testLogger(t, name),
-					OnSealed: func(m *format.Manifest) {
-						for old := sealed.Load(); m.Journal.End > old && !sealed.CompareAndSwap(old, m.Journal.End); old = sealed.Load() {
+					OnSealed: func(s writer.Sealed) {
+						byName.Store(s.Name, name)
+						for old := sealed.Load(); s.End > old && !sealed.CompareAndSwap(old, s.End); old = sealed.Load() {
 						}
 					}}, base)
 				if err != nil {
@@ -625,12 +712,17 @@ func TestLeaderChange(t *testing.T) {
 		t.Fatalf("chain reaches %d, want %d", c.cov.End, last)
 	}
 	by := map[string]int{}
-	for _, m := range c.segs {
-		by[m.MemberName]++
+	for _, o := range c.objs {
+		name, ok := byName.Load(o.Name)
+		if !ok {
+			t.Errorf("object %s in the repository, reported by no writer", o.Name)
+			continue
+		}
+		by[name.(string)]++
 	}
 	compareEvents(t, c.recs, hist.upTo(t, c.cov.End))
 	checkLeases(t, c.recs, w.granted, w.revoked, false)
-	t.Logf("leader moved %d times; %d revisions in %d segments %v (%s)", moved, c.cov.End-base.Revision, len(c.segs), by, time.Since(start).Round(time.Millisecond))
+	t.Logf("leader moved %d times; %d revisions in %d objects %v, %d redundant (%s)", moved, c.cov.End-base.Revision, len(c.objs), by, len(chain.Redundant(c.objs)), time.Since(start).Round(time.Millisecond))
 }
 
 // moveLeader hands leadership to another member and waits until it leads.
