@@ -92,6 +92,14 @@ func TestJournalFidelity(t *testing.T) {
 			}
 			stopAgents(t, agents)
 			c.killAll()
+			// The restores below cross objects rolled up under load.
+			rolled := false
+			for _, a := range agents {
+				rolled = rolled || strings.Contains(a.log.String(), "journal objects rolled up")
+			}
+			if !rolled {
+				t.Errorf("no agent rolled up journal objects during the workload")
+			}
 
 			entries := listJournal(t, repo)
 			if len(entries) == 0 || entries[0].Journal == nil {

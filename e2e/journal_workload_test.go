@@ -623,7 +623,10 @@ func journalAgentArgs(repo string, eps []string, i int, flush string, extra ...s
 			own = append(own, ep)
 		}
 	}
+	// Roll-ups run often and merge small groups, so that every journal
+	// test also restores across objects rolled up under load.
 	return append([]string{"--continuous", "--journal-flush", flush, "--interval", "1h",
+		"--rollup-every", "1s", "--rollup-after", "2s", "--rollup-fanout", "4",
 		"--dial-timeout", "1s", "--repo", repo, "--endpoints", strings.Join(own, ",")}, extra...)
 }
 

@@ -42,6 +42,7 @@ type agentOptions struct {
 	JournalFlush time.Duration
 	RollupEvery  time.Duration
 	RollupAfter  time.Duration
+	RollupFanout int
 	JournalMax   int
 	orders       ordersOptions // restore-cluster orders carried out on this node
 }
@@ -87,6 +88,7 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
 	fs.DurationVar(&o.RollupEvery, "rollup-every", time.Minute, "with --continuous: merge the open chain's aged journal segments this often, and pack a chain into a few objects once the next starts (negative: never); encrypted chains need --identity")
+	fs.IntVar(&o.RollupFanout, "rollup-fanout", rollup.DefaultFanout, "with --continuous: how many journal objects of one size tier a roll-up merges (more: fewer PUTs, more objects kept)")
 	fs.DurationVar(&o.RollupAfter, "rollup-after", rollup.DefaultMinAge, "with --continuous: journal segments received longer ago than this are merged; merged pieces are removed half of it after their roll-up appears")
 	fs.DurationVar(&o.JournalFlush, "journal-flush", writer.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
 	fs.IntVar(&o.JournalMax, "journal-max-segment", writer.DefaultMaxSegment, "with --continuous: seal earlier when this many bytes of events are buffered (bounds memory under a burst)")
@@ -261,12 +263,16 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		JournalFlush:      o.JournalFlush,
 		RollupEvery:       o.RollupEvery,
 		RollupAfter:       o.RollupAfter,
+		RollupFanout:      o.RollupFanout,
 		RollupIdentities:  ids,
 		JournalMaxSegment: o.JournalMax,
 		WriterName:        writerName(),
 	}
 	if o.Continuous && (o.JournalFlush < 10*time.Millisecond || o.JournalMax < 64<<10) {
 		return usagef("--journal-flush must be at least 10ms and --journal-max-segment at least 64KiB")
+	}
+	if o.RollupFanout < 2 {
+		return usagef("--rollup-fanout %d: a roll-up merges at least 2 objects", o.RollupFanout)
 	}
 	if o.LeaderOnly {
 		cfg.Endpoint = o.snap.etcd.Endpoints[0]

@@ -81,6 +81,7 @@ type Config struct {
 	// open encrypted chains for it (without them those are left as they are).
 	RollupEvery      time.Duration
 	RollupAfter      time.Duration // segments older than this are merged (0: rollup's default)
+	RollupFanout     int           // objects of a tier per roll-up (0: rollup's default)
 	RollupIdentities []age.Identity
 
 	// Watchdog is systemd's watchdog timeout (WATCHDOG_USEC); WATCHDOG=1 is

@@ -301,7 +301,7 @@ func (a *Agent) waitLeader(ctx context.Context) bool {
 func (a *Agent) rollup(ctx context.Context, r *repo.Repo, base *format.Manifest, closed bool) {
 	st := store.New(r)
 	opt := rollup.Options{Recipients: a.cfg.Backup.Recipients, Identities: a.cfg.RollupIdentities, Logger: a.log,
-		MinAge: a.cfg.RollupAfter, Settle: a.cfg.RollupAfter / 2}
+		MinAge: a.cfg.RollupAfter, Settle: a.cfg.RollupAfter / 2, Fanout: a.cfg.RollupFanout}
 	bases := []*format.Manifest{base}
 	a.mu.Lock()
 	pending := a.rollupPending

@@ -96,6 +96,26 @@ type writer struct {
 // sealing fails; then nothing past the last sealed revision is trusted, and
 // calling Run again resumes from the repository.
 func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
+	cfg = cfg.withDefaults()
+	st := store.New(cfg.Repo)
+	from, resumed, err := resume(ctx, cfg, st, base)
+	if err != nil {
+		return err
+	}
+	w := &writer{cfg: cfg, log: cfg.Logger.With("chain", base.ID), chain: base.ID, base: base, st: st}
+	w.next.Store(from)
+	w.log.Info("journaling", "from_revision", from, "resumed_objects", resumed)
+
+	// The watch and the uploader stop together; the final seal outlives ctx.
+	wt := &watch{client: cfg.Client, ctx: ctx}
+	wt.open(from)
+	defer wt.stop()
+	upl := startUploader(ctx, w)
+	r := &run{w: w, wt: wt, upl: upl, leases: map[int64]bool{}, cur: &segment{}, lctx: context.WithoutCancel(ctx)}
+	return r.loop(ctx)
+}
+
+func (cfg Config) withDefaults() Config {
 	if cfg.Flush <= 0 {
 		cfg.Flush = DefaultFlush
 	}
@@ -105,206 +125,255 @@ func Run(ctx context.Context, cfg Config, base *format.Manifest) error {
 	if cfg.SealTimeout <= 0 {
 		cfg.SealTimeout = 10 * time.Second
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	st := store.New(cfg.Repo)
+	return cfg
+}
+
+// resume returns the revision the chain of base goes on from (after what
+// the repository already covers), and how many objects it holds, once it
+// has checked that the cluster behind the endpoints is the one the chain
+// records: the same cluster ID, and a history that has not gone back (a
+// cluster restored from a backup while this agent ran). Otherwise its
+// revisions would be appended to another history.
+func resume(ctx context.Context, cfg Config, st *store.Store, base *format.Manifest) (int64, int, error) {
 	cov, err := st.Coverage(ctx, base)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	if cov.Break != nil {
-		return fmt.Errorf("%w: chain %s: %v", ErrChainBroken, base.ID, cov.Break)
+		return 0, 0, fmt.Errorf("%w: chain %s: %v", ErrChainBroken, base.ID, cov.Break)
 	}
-	// The cluster behind the endpoints must be the one the chain records:
-	// the same cluster ID, and a history that has not gone back (a cluster
-	// restored from a backup while this agent ran). Otherwise its revisions
-	// would be appended to another history.
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cur0, err := cfg.Client.Get(gctx, "\x00", clientv3.WithCountOnly())
+	cur, err := cfg.Client.Get(gctx, "\x00", clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
-		return fmt.Errorf("read the cluster's revision: %w", err)
+		return 0, 0, fmt.Errorf("read the cluster's revision: %w", err)
 	}
-	if err := sameCluster(base, cur0.Header.ClusterId); err != nil {
-		return err
+	if err := sameCluster(base, cur.Header.ClusterId); err != nil {
+		return 0, 0, err
 	}
-	if cur0.Header.Revision < cov.End {
-		return fmt.Errorf("%w: the cluster is at revision %d, before the journal's end %d: it was restored or replaced since chain %s was written",
-			ErrChainBroken, cur0.Header.Revision, cov.End, base.ID)
+	if cur.Header.Revision < cov.End {
+		return 0, 0, fmt.Errorf("%w: the cluster is at revision %d, before the journal's end %d: it was restored or replaced since chain %s was written",
+			ErrChainBroken, cur.Header.Revision, cov.End, base.ID)
 	}
-	w := &writer{cfg: cfg, log: log.With("chain", base.ID), chain: base.ID, base: base, st: st}
-	w.next.Store(cov.End + 1)
-	w.log.Info("journaling", "from_revision", cov.End+1, "resumed_objects", len(cov.Objects))
+	return cov.End + 1, len(cov.Objects), nil
+}
 
-	// The watch and the uploader stop together; the final seal outlives ctx.
-	// Under backpressure the watch is canceled, not just left unread: the
-	// etcd client library reads the gRPC stream eagerly and would buffer,
-	// without bound, everything etcd sends. It is opened again after the
-	// last revision received once the uploader takes the full segment.
-	var wch clientv3.WatchChan
-	stopWatch := func() {}
-	var wctx context.Context
-	openWatch := func(from int64) {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
-		stopWatch = cancel
-		wch = cfg.Client.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
-	}
-	var lastProgress time.Time
-	openWatch(cov.End + 1)
-	defer func() { stopWatch() }()
-	lctx := context.WithoutCancel(ctx) // lease lookups
+// watch is the watch on the whole key space. Under backpressure it is
+// canceled, not just left unread: the etcd client library reads the gRPC
+// stream eagerly and would buffer, without bound, everything etcd sends.
+// It is opened again after the last revision received once the uploader
+// takes the full segment.
+type watch struct {
+	client *clientv3.Client
+	ctx    context.Context // the writer's: the watch outlives it until stop
+	ch     clientv3.WatchChan
+	wctx   context.Context
+	cancel context.CancelFunc
+}
 
-	upCtx, stopUp := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopUp()
-	up := make(chan *segment)
-	upErr := make(chan error, 1)
+func (wt *watch) open(from int64) {
+	wt.wctx, wt.cancel = context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(wt.ctx)))
+	wt.ch = wt.client.Watch(wt.wctx, "", clientv3.WithPrefix(), clientv3.WithRev(from))
+}
+
+func (wt *watch) stop() {
+	if wt.cancel != nil {
+		wt.cancel()
+	}
+}
+
+// pause cancels the watch (backpressure); open resumes it.
+func (wt *watch) pause() {
+	wt.stop()
+	wt.ch = nil
+}
+
+// uploader seals the segments handed to it, one at a time, in order.
+type uploader struct {
+	up   chan *segment
+	err  chan error
+	stop context.CancelFunc // cancels a seal in flight
+}
+
+func startUploader(ctx context.Context, w *writer) *uploader {
+	upCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	u := &uploader{up: make(chan *segment), err: make(chan error, 1), stop: stop}
 	go func() {
-		for s := range up {
+		for s := range u.up {
 			if err := w.seal(upCtx, s); err != nil {
-				upErr <- err
+				u.err <- err
 				// Drain so the reader never blocks on a dead uploader.
-				for range up {
+				for range u.up {
 				}
 				return
 			}
 		}
-		upErr <- nil
+		u.err <- nil
 	}()
-	// finish stops the watch and returns cause (nil: ctx is done). Unless
-	// keep is false (what was received cannot be trusted), it first seals
-	// cur and lets the upload in flight finish, within SealTimeout: those
-	// revisions are whole and in order, and etcd may no longer have them
-	// (a compaction).
-	finish := func(cur *segment, cause error, keep bool) error {
-		stopWatch()
-		if keep {
-			// The timeout covers the segment the uploader may still be
-			// sealing, not only cur.
-			t := time.AfterFunc(cfg.SealTimeout, stopUp)
-			defer t.Stop()
-			if len(cur.recs) > 0 {
-				select {
-				case up <- cur:
-				case err := <-upErr:
-					close(up)
-					return errors.Join(cause, err)
-				}
-			}
-		} else {
-			stopUp()
-		}
-		close(up)
-		if err := <-upErr; err != nil && cause == nil {
-			return err
-		}
-		return cause
-	}
+	return u
+}
 
-	leases := map[int64]bool{}
-	cur := &segment{}
+// run is the state of one Run's loop.
+type run struct {
+	w            *writer
+	wt           *watch
+	upl          *uploader
+	leases       map[int64]bool
+	cur          *segment
+	lastRev      int64
+	lastProgress time.Time
+	lctx         context.Context // lease lookups
+}
+
+// finish stops the watch and returns cause (nil: ctx is done). Unless keep
+// is false (what was received cannot be trusted), it first seals cur and
+// lets the upload in flight finish, within SealTimeout: those revisions
+// are whole and in order, and etcd may no longer have them (a compaction).
+func (r *run) finish(cause error, keep bool) error {
+	r.wt.stop()
+	u := r.upl
+	defer u.stop()
+	if keep {
+		// The timeout covers the segment the uploader may still be
+		// sealing, not only cur.
+		t := time.AfterFunc(r.w.cfg.SealTimeout, u.stop)
+		defer t.Stop()
+		if len(r.cur.recs) > 0 {
+			select {
+			case u.up <- r.cur:
+			case err := <-u.err:
+				close(u.up)
+				return errors.Join(cause, err)
+			}
+		}
+	} else {
+		u.stop()
+	}
+	close(u.up)
+	if err := <-u.err; err != nil && cause == nil {
+		return err
+	}
+	return cause
+}
+
+// loop receives the watch and hands full or due segments to the uploader
+// until ctx is done or something fails.
+func (r *run) loop(ctx context.Context) error {
+	cfg := r.w.cfg
 	tick := time.NewTicker(max(cfg.Flush/10, 10*time.Millisecond)) // a seal is late by at most a tenth of Flush
 	defer tick.Stop()
-	var lastRev int64
 	for {
+		cur := r.cur
 		ready := len(cur.recs) > 0 && (time.Since(cur.first) >= cfg.Flush || cur.bytes >= cfg.MaxSegment)
 		var sendCh chan *segment
 		if ready {
-			sendCh = up
+			sendCh = r.upl.up
 		}
-		in := wch
+		in := r.wt.ch
 		if cur.bytes >= cfg.MaxSegment {
 			in = nil // backpressure: etcd holds the events until the uploader catches up
 		}
 		select {
 		case <-ctx.Done():
-			return finish(cur, nil, true)
-		case err := <-upErr:
-			stopWatch()
-			close(up)
+			return r.finish(nil, true)
+		case err := <-r.upl.err:
+			r.wt.stop()
+			close(r.upl.up)
+			r.upl.stop()
 			return err
 		case sendCh <- cur:
-			cur = &segment{}
-			if wch == nil {
-				openWatch(lastRev + 1)
+			r.cur = &segment{}
+			if r.wt.ch == nil {
+				r.wt.open(r.lastRev + 1)
 			}
 		case <-tick.C:
-			if cfg.OnProgress != nil && wch != nil && time.Since(lastProgress) >= cfg.Flush {
-				lastProgress = time.Now()
-				pctx, cancel := context.WithTimeout(wctx, cfg.Flush)
+			if cfg.OnProgress != nil && r.wt.ch != nil && time.Since(r.lastProgress) >= cfg.Flush {
+				r.lastProgress = time.Now()
+				pctx, cancel := context.WithTimeout(r.wt.wctx, cfg.Flush)
 				go func() { defer cancel(); cfg.Client.RequestProgress(pctx) }()
 			}
-			if cur.bytes >= cfg.MaxSegment && wch != nil {
+			if cur.bytes >= cfg.MaxSegment && r.wt.ch != nil {
 				// The uploader is still busy a tick later: etcd holds the
 				// events meanwhile.
-				stopWatch()
-				wch = nil
+				r.wt.pause()
 			}
 		case resp, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
-					return finish(cur, nil, true)
+					return r.finish(nil, true)
 				}
-				return finish(cur, errors.New("etcd closed the watch"), true)
+				return r.finish(errors.New("etcd closed the watch"), true)
 			}
-			if resp.CompactRevision != 0 {
-				return finish(cur, fmt.Errorf("%w: the journal needs revision %d, etcd compacted up to %d", ErrCompacted, max(lastRev+1, w.next.Load()), resp.CompactRevision), true)
-			}
-			if err := resp.Err(); err != nil {
-				if errors.Is(err, rpctypes.ErrCompacted) {
-					return finish(cur, fmt.Errorf("%w: %v", ErrCompacted, err), true)
-				}
-				return finish(cur, fmt.Errorf("watch: %w", err), true)
-			}
-			if err := sameCluster(base, resp.Header.ClusterId); err != nil {
-				return finish(cur, err, false)
-			}
-			if len(resp.Events) == 0 {
-				if resp.IsProgressNotify() && cfg.OnProgress != nil {
-					cfg.OnProgress(resp.Header.Revision, time.Now().UTC())
-				}
-				continue
-			}
-			now := time.Now().UTC()
-			if cfg.OnEvents != nil {
-				cfg.OnEvents(len(resp.Events))
-			}
-			for _, cev := range resp.Events {
-				ev := (*mvccpb.Event)(cev)
-				rev := ev.Kv.ModRevision
-				if rev < lastRev {
-					return finish(cur, fmt.Errorf("watch went back from revision %d to %d", lastRev, rev), false)
-				}
-				if rev == lastRev {
-					if n := len(cur.recs); n > 0 && cur.recs[n-1].Revision == rev {
-						r := cur.recs[n-1]
-						r.Events = append(r.Events, ev)
-						r.size += ev.Size()
-						cur.bytes += ev.Size()
-						w.addLease(lctx, leases, r, ev)
-						continue
-					}
-					if rev >= w.next.Load() {
-						return finish(cur, fmt.Errorf("etcd split revision %d across watch responses after it was sealed", rev), false)
-					}
-					continue
-				}
-				lastRev = rev
-				if rev < w.next.Load() {
-					continue // another writer sealed it already
-				}
-				r := &record{Record: codec.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
-				w.addLease(lctx, leases, r, ev)
-				if len(cur.recs) == 0 {
-					cur.first = time.Now()
-				}
-				cur.recs = append(cur.recs, r)
-				cur.bytes += r.size
+			if keep, err := r.receive(resp); err != nil {
+				return r.finish(err, keep)
 			}
 		}
 	}
+}
+
+// receive adds a watch response's events to the current segment. An error
+// ends the run; keep says whether what was received before can be sealed.
+func (r *run) receive(resp clientv3.WatchResponse) (keep bool, err error) {
+	w, cfg := r.w, r.w.cfg
+	if resp.CompactRevision != 0 {
+		return true, fmt.Errorf("%w: the journal needs revision %d, etcd compacted up to %d", ErrCompacted, max(r.lastRev+1, w.next.Load()), resp.CompactRevision)
+	}
+	if err := resp.Err(); err != nil {
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return true, fmt.Errorf("%w: %v", ErrCompacted, err)
+		}
+		return true, fmt.Errorf("watch: %w", err)
+	}
+	if err := sameCluster(w.base, resp.Header.ClusterId); err != nil {
+		return false, err
+	}
+	if len(resp.Events) == 0 {
+		if resp.IsProgressNotify() && cfg.OnProgress != nil {
+			cfg.OnProgress(resp.Header.Revision, time.Now().UTC())
+		}
+		return true, nil
+	}
+	now := time.Now().UTC()
+	if cfg.OnEvents != nil {
+		cfg.OnEvents(len(resp.Events))
+	}
+	cur := r.cur
+	for _, cev := range resp.Events {
+		ev := (*mvccpb.Event)(cev)
+		rev := ev.Kv.ModRevision
+		if rev < r.lastRev {
+			return false, fmt.Errorf("watch went back from revision %d to %d", r.lastRev, rev)
+		}
+		if rev == r.lastRev {
+			if n := len(cur.recs); n > 0 && cur.recs[n-1].Revision == rev {
+				rec := cur.recs[n-1]
+				rec.Events = append(rec.Events, ev)
+				rec.size += ev.Size()
+				cur.bytes += ev.Size()
+				w.addLease(r.lctx, r.leases, rec, ev)
+				continue
+			}
+			if rev >= w.next.Load() {
+				return false, fmt.Errorf("etcd split revision %d across watch responses after it was sealed", rev)
+			}
+			continue
+		}
+		r.lastRev = rev
+		if rev < w.next.Load() {
+			continue // sealed already (a resumed chain)
+		}
+		rec := &record{Record: codec.Record{Revision: rev, Time: now, Events: []*mvccpb.Event{ev}}, size: ev.Size() + 32}
+		w.addLease(r.lctx, r.leases, rec, ev)
+		if len(cur.recs) == 0 {
+			cur.first = time.Now()
+		}
+		cur.recs = append(cur.recs, rec)
+		cur.bytes += rec.size
+	}
+	return true, nil
 }
 
 // addLease looks up, once per chain and writer, the TTL of a lease that a
