@@ -162,7 +162,7 @@ func TestMonitoringMetricsExported(t *testing.T) {
 	putKeys(t, cl, "/mon/", 20, 10)
 	a := startAgent(t, "monitoring", nil, "--endpoints", c.endpoints()[0], "--repo", t.TempDir(),
 		"--interval", "2s", "--leader-only", "--continuous", "--journal-flush", "100ms",
-		"--verify-every", "3s", "--drill-every", "3s", "--keep-last", "3")
+		"--verify-every", "3s", "--drill-every", "3s", "--keep-last", "3", "--copy-to", t.TempDir(), "--copy-every", "1s")
 
 	var mf map[string]*dto.MetricFamily
 	lastPut, n := time.Time{}, 0

@@ -44,6 +44,9 @@ type agentOptions struct {
 	RollupAfter  time.Duration
 	RollupFanout int
 	JournalMax   int
+	CopyTo       string
+	CopyCluster  string
+	CopyEvery    time.Duration
 	orders       ordersOptions // restore-cluster orders carried out on this node
 }
 
@@ -88,6 +91,9 @@ func (o *agentOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.VerifyEvery, "verify-every", 0, "full verify of the newest backup this often (e.g. 6h), like 'etcd-backup verify latest': read back every byte and check every checksum and etcd's hash (downloads the whole backup); 0: never. Retention after each backup only checks that the newest backup's objects are there")
 	fs.BoolVar(&o.Continuous, "continuous", false, "journal every change between snapshots (a watch from each snapshot's revision), sealed into the repository every --journal-flush: restore can then reach any revision or time (restore --to-revision/--to-time)")
 	fs.DurationVar(&o.RollupEvery, "rollup-every", time.Minute, "with --continuous: merge the open chain's aged journal segments this often, and pack a chain into a few objects once the next starts (negative: never); encrypted chains need --identity")
+	fs.StringVar(&o.CopyTo, "copy-to", "", "second site: copy every new backup and journal object to this repository URL (retention --keep-* applies there too); a second site that is down delays copies, never backups")
+	fs.StringVar(&o.CopyCluster, "copy-to-cluster", "", "cluster name at the --copy-to repository (default: --cluster)")
+	fs.DurationVar(&o.CopyEvery, "copy-every", time.Minute, "with --copy-to: how often to copy what is new (the second site's RPO)")
 	fs.IntVar(&o.RollupFanout, "rollup-fanout", rollup.DefaultFanout, "with --continuous: how many journal objects of one size tier a roll-up merges (more: fewer PUTs, more objects kept)")
 	fs.DurationVar(&o.RollupAfter, "rollup-after", rollup.DefaultMinAge, "with --continuous: journal segments received longer ago than this are merged; merged pieces are removed half of it after their roll-up appears")
 	fs.DurationVar(&o.JournalFlush, "journal-flush", writer.DefaultFlush, "with --continuous: seal a journal segment at least this often while etcd changes; the most a total loss can cost")
@@ -143,6 +149,10 @@ ETCD_BACKUP_<FLAG> (ETCD_BACKUP_LEADER_ONLY=true, ETCD_BACKUP_INTERVAL=5m).`,
 
   # one agent for the whole cluster (e.g. on a backup host), hourly at :17
   etcd-backup agent --schedule '17 * * * *' --repo /var/backups/etcd --endpoints http://10.0.0.1:2379
+
+  # every change (1 s RPO), hourly snapshots, retention, and a second site a minute behind
+  etcd-backup agent --leader-only --continuous --interval 1h --keep-hourly 48 --keep-daily 14 \
+      --repo 's3://backups-eu/etcd' --copy-to 's3://backups-us/etcd?region=us-east-1' --endpoints ...
 
   curl -s localhost:9785/healthz; curl -s localhost:9785/status | jq .
   curl -s -X POST localhost:9785/backup`,
@@ -271,6 +281,12 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 	if o.Continuous && (o.JournalFlush < 10*time.Millisecond || o.JournalMax < 64<<10) {
 		return usagef("--journal-flush must be at least 10ms and --journal-max-segment at least 64KiB")
 	}
+	if o.CopyTo != "" && o.CopyEvery <= 0 {
+		return usagef("--copy-every must be more than 0")
+	}
+	if o.CopyTo != "" && o.CopyTo == g.Repo && (o.CopyCluster == "" || o.CopyCluster == g.Cluster) {
+		return usagef("--copy-to is the repository the agent backs up to: give another repository or --copy-to-cluster")
+	}
 	if o.RollupFanout < 2 {
 		return usagef("--rollup-fanout %d: a roll-up merges at least 2 objects", o.RollupFanout)
 	}
@@ -295,6 +311,33 @@ func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.Fla
 		lctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go l.run(lctx)
+	}
+	if o.CopyTo != "" {
+		l := newCopyLoop(o.CopyEvery, g.log, reg)
+		l.ids, l.policy, l.orphan = ids, o.prune.policy(), time.Duration(o.prune.OrphanAge)
+		dg := *g
+		dg.Repo = o.CopyTo
+		if o.CopyCluster != "" {
+			dg.Cluster = o.CopyCluster
+		}
+		l.open = func(ctx context.Context) (*repo.Repo, *repo.Repo, error) {
+			src, err := g.openRepo(ctx, false)
+			if err != nil {
+				return nil, nil, err
+			}
+			dst, err := dg.openRepo(ctx, true)
+			if err != nil {
+				closeRepo(src)
+				return nil, nil, fmt.Errorf("second site: %w", err)
+			}
+			return src, dst, nil
+		}
+		if o.LeaderOnly {
+			l.isLeader = leaderCheck(cli, cfg.Endpoint)
+		}
+		cctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go l.run(cctx)
 	}
 	if ex != nil {
 		ex.Client, ex.Endpoint = cli, o.snap.etcd.Endpoints[0]

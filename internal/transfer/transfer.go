@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,10 +9,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 
 	"filippo.io/age"
 
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/journal/chain"
 	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/storage"
@@ -149,10 +152,12 @@ type JournalResult struct {
 // every check of a restore when unencrypted or ids open it, else (an
 // encrypted object without a key) a framing-1 segment against its
 // manifest's checksums and a framing-2 object as it is (its checks need
-// the key). Objects whose revisions the destination's chain already covers
-// are skipped. It stops at a break in the source chain; objects are read
-// into memory one at a time (segments are small; a roll-up is at most
-// rollup.MaxBytes).
+// the key). An object is copied unless one object at dst already holds all
+// its revisions: so a roll-up at the source is copied once, and the pieces
+// it replaces at the destination become redundant there (chain.Redundant:
+// prune removes them). It stops at a break in the
+// source chain; objects are read into memory one at a time (segments are
+// small; a roll-up is at most rollup.DefaultMaxBytes by default).
 func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, ids []age.Identity) (JournalResult, error) {
 	var res JournalResult
 	ss, ds := store.New(src), store.New(dst)
@@ -161,12 +166,13 @@ func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, i
 		return res, err
 	}
 	res.Break = cov.Break
-	dcov, err := ds.Coverage(ctx, m)
+	dl, err := ds.List(ctx, m.ID)
 	if err != nil {
 		return res, fmt.Errorf("destination: %w", err)
 	}
+	have := newHeld(dl.Objects)
 	for _, o := range cov.Objects {
-		if o.End <= dcov.End {
+		if have.covers(o) {
 			res.Skipped++
 			continue
 		}
@@ -193,4 +199,33 @@ func CopyJournal(ctx context.Context, src, dst *repo.Repo, m *format.Manifest, i
 		res.Bytes += int64(len(body))
 	}
 	return res, nil
+}
+
+// held answers whether one object of a chain holds a given range.
+type held struct {
+	starts, maxEnd []int64 // sorted by start; maxEnd[i] = max end of objects 0..i
+}
+
+func newHeld(objs []chain.Object) held {
+	var h held
+	var ok []chain.Object
+	for _, o := range objs {
+		if o.Err == nil {
+			ok = append(ok, o)
+		}
+	}
+	slices.SortFunc(ok, func(a, b chain.Object) int { return cmp.Compare(a.Start, b.Start) })
+	end := int64(-1)
+	for _, o := range ok {
+		end = max(end, o.End)
+		h.starts = append(h.starts, o.Start)
+		h.maxEnd = append(h.maxEnd, end)
+	}
+	return h
+}
+
+// covers reports whether one object holds every revision of o.
+func (h held) covers(o chain.Object) bool {
+	i, _ := slices.BinarySearch(h.starts, o.Start+1) // objects before i start at or before o
+	return i > 0 && h.maxEnd[i-1] >= o.End
 }
