@@ -166,6 +166,9 @@ ETCD_BACKUP_<FLAG> (ETCD_BACKUP_LEADER_ONLY=true, ETCD_BACKUP_INTERVAL=5m).`,
 }
 
 func runAgent(ctx context.Context, g *Globals, o *agentOptions, flags *pflag.FlagSet) error {
+	if err := o.snap.applyLock(g); err != nil {
+		return err
+	}
 	var sched agent.Schedule
 	switch {
 	case o.Schedule != "" && flags.Changed("interval"):

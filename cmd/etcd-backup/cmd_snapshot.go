@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -19,6 +20,8 @@ type snapshotOptions struct {
 	EncryptTo     []string
 	EncryptToFile []string
 	Level         int
+	LockFor       time.Duration
+	LockMode      string
 }
 
 func (o *snapshotOptions) AddFlags(fs *pflag.FlagSet) {
@@ -26,6 +29,25 @@ func (o *snapshotOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.EncryptTo, "encrypt-to", nil, "encrypt to this age recipient (age1... or an ssh- public key); repeatable")
 	fs.StringArrayVar(&o.EncryptToFile, "encrypt-to-file", nil, "encrypt to every recipient in this file (one per line); repeatable")
 	fs.IntVar(&o.Level, "compression-level", 1, "zstd level 1 (fastest) to 4 (smallest)")
+	fs.DurationVar(&o.LockFor, "lock-for", 0, "write every object locked for this long (S3 Object Lock; the bucket must have it enabled): nobody holding these credentials can delete or overwrite the backup before then, and prune keeps it until then (e.g. 720h)")
+	fs.StringVar(&o.LockMode, "lock-mode", "governance", "with --lock-for: governance (a principal with s3:BypassGovernanceRetention can still remove it) or compliance (nobody can, not even the account root)")
+}
+
+// applyLock checks --lock-for/--lock-mode and makes every repository
+// this command writes to lock what it writes.
+func (o *snapshotOptions) applyLock(g *Globals) error {
+	if o.LockFor < 0 {
+		return usagef("--lock-for must not be negative")
+	}
+	if o.LockFor == 0 {
+		return nil
+	}
+	mode, err := storage.ParseLockMode(o.LockMode)
+	if err != nil {
+		return usagef("--lock-mode %q: want governance or compliance", o.LockMode)
+	}
+	g.LockFor, g.LockMode = o.LockFor, mode
+	return nil
 }
 
 func newSnapshotCommand(g *Globals) *cobra.Command {
@@ -76,6 +98,9 @@ func parseRecipients(inline, files []string) ([]format.Recipient, error) {
 func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 	if o.Level < 1 || o.Level > 4 {
 		return usagef("--compression-level must be 1 to 4")
+	}
+	if err := o.applyLock(g); err != nil {
+		return err
 	}
 	recipients, err := parseRecipients(o.EncryptTo, o.EncryptToFile)
 	if err != nil {

@@ -30,6 +30,10 @@ type Globals struct {
 	// (storage.Policy's Timeout and Stall).
 	StorageTimeout time.Duration
 	StorageStall   time.Duration
+	// LockFor and LockMode, set by snapshot and agent (--lock-for), make
+	// the repositories they write lock every object (storage.Locked).
+	LockFor  time.Duration
+	LockMode string
 	// storageHooks count retries and give-ups (the agent's metrics).
 	onRetry  func(op string, err error)
 	onGiveUp func(op string)
@@ -75,6 +79,7 @@ func (g *Globals) backendOptions(create bool) backends.Options {
 		RcloneConfig: g.RcloneConfig,
 		Retry: storage.Policy{Timeout: g.StorageTimeout, Stall: g.StorageStall, Logger: g.log,
 			OnRetry: g.onRetry, OnGiveUp: g.onGiveUp},
+		LockFor: g.LockFor, LockMode: g.LockMode,
 	}
 }
 

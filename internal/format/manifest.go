@@ -58,6 +58,11 @@ type Manifest struct {
 	// member could not answer (e.g. Revision was compacted meanwhile) and in
 	// manifests written before it was recorded.
 	HashKV *HashKV `json:"hash_kv,omitempty"`
+	// LockedUntil is set when the backup was written locked (--lock-for):
+	// the store refuses to delete or overwrite its objects before then, and
+	// prune keeps it at least until then.
+	LockedUntil *time.Time `json:"locked_until,omitempty"`
+	LockMode    string     `json:"lock_mode,omitempty"`
 	// Journal is set on journal segment manifests (Kind "journal") only.
 	Journal *JournalRange `json:"journal,omitempty"`
 }

@@ -297,6 +297,18 @@ func Run(ctx context.Context, r *repo.Repo, p retention.Policy, opt Options) (*R
 		}
 	}
 
+	// A backup written locked (--lock-for) stays until its lock ends: the
+	// store would refuse to remove it (or, in a versioned bucket, only hide
+	// it behind a delete marker while its data stays).
+	for i := range rep.Backups {
+		bk := &rep.Backups[i]
+		if m := manifests[bk.ID]; !bk.Keep && m.LockedUntil != nil && m.LockedUntil.After(now()) {
+			bk.Keep = true
+			bk.Reasons = append(bk.Reasons, "locked until "+m.LockedUntil.UTC().Format(time.RFC3339))
+			log.Info("backup locked: kept until its lock ends", "id", bk.ID, "locked_until", m.LockedUntil.UTC())
+		}
+	}
+
 	// Remove, oldest first, so that an interruption leaves the newer ones.
 	for i := len(rep.Backups) - 1; i >= 0; i-- {
 		bk := &rep.Backups[i]

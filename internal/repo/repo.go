@@ -100,7 +100,16 @@ func (r *Repo) PutPayload(ctx context.Context, id string, encrypted bool, src io
 }
 
 // PutManifest publishes a backup by writing its manifest (create-only).
+// In a repository written locked (storage.Locked), the manifest records
+// until when: the manifest is the backup's last object, so its lock ends
+// last.
 func (r *Repo) PutManifest(ctx context.Context, m *format.Manifest) error {
+	m.LockedUntil, m.LockMode = nil, "" // a copy from a locked repository is not locked here
+	if l, ok := storage.As[*storage.Locked](r.b); ok {
+		until := l.Until()
+		m.LockedUntil, m.LockMode = &until, l.Mode
+		ctx = storage.WithRetention(ctx, storage.Retention{Until: until, Mode: l.Mode})
+	}
 	b, err := m.Marshal()
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
@@ -31,6 +32,11 @@ type Options struct {
 	// backend is opened with (storage.Wrap); its stall bound also goes to
 	// the backend's own transport (HTTP idle timeout, rclone --timeout).
 	Retry storage.Policy
+	// LockFor, when set, writes every object locked for that long (S3
+	// Object Lock, mode LockMode: "GOVERNANCE" or "COMPLIANCE"); Open fails
+	// unless the repository can lock objects.
+	LockFor  time.Duration
+	LockMode string
 }
 
 // Supported describes the accepted repository URL forms, for help texts.
@@ -53,7 +59,16 @@ func Open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 	if err != nil {
 		return nil, err
 	}
-	return storage.Wrap(b, opt.Retry), nil
+	w := storage.Wrap(b, opt.Retry)
+	if opt.LockFor > 0 {
+		l, err := storage.LockFor(storage.WithPolicy(ctx, opt.Retry), w, opt.LockFor, opt.LockMode)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		return l, nil
+	}
+	return w, nil
 }
 
 func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, error) {

@@ -3,9 +3,11 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -219,6 +221,26 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// CheckLock implements storage.Locker: the bucket must have Object Lock
+// enabled (which S3 allows only on versioned buckets) for writes with a
+// retention to be enforced.
+func (b *Bucket) CheckLock(ctx context.Context) error {
+	return storage.Retry(ctx, "check object lock", func(ctx context.Context) error {
+		enabled, _, _, _, err := b.client.GetObjectLockConfig(ctx, b.cfg.Bucket)
+		if err != nil {
+			var resp minio.ErrorResponse
+			if errors.As(err, &resp) && (resp.Code == "ObjectLockConfigurationNotFoundError" || resp.StatusCode == http.StatusNotFound) {
+				return fmt.Errorf("%w: bucket %s does not have Object Lock enabled: create it with object lock (aws s3api create-bucket --object-lock-enabled-for-bucket, mc mb --with-lock) or drop --lock-for", storage.ErrBadURL, b.cfg.Bucket)
+			}
+			return classify(err)
+		}
+		if enabled != "Enabled" {
+			return fmt.Errorf("%w: bucket %s does not have Object Lock enabled (%q)", storage.ErrBadURL, b.cfg.Bucket, enabled)
+		}
+		return nil
+	})
+}
+
 // conditional returns PutObjectOptions that make the write create-only,
 // unless the server is known not to implement it.
 func (b *Bucket) conditional() minio.PutObjectOptions {
@@ -252,6 +274,10 @@ func (b *Bucket) putSingleOnce(ctx context.Context, key string, data []byte, tok
 		opts := b.conditional()
 		opts.PartSize = partSize
 		opts.UserMetadata = map[string]string{tokenMeta: token}
+		if r, ok := storage.RetentionFrom(ctx); ok {
+			opts.Mode, opts.RetainUntilDate = minio.RetentionMode(r.Mode), r.Until
+			opts.SendContentMd5 = true // S3 wants Content-MD5 on writes that lock
+		}
 		_, err := b.client.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(data), int64(len(data)), opts)
 		if err != nil && b.unsupportedConditional(err) {
 			continue
@@ -318,9 +344,11 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout) // keeps the retry policy
 	err = storage.Retry(sctx, "start multipart upload", func(ctx context.Context) error {
 		var err error
-		uploadID, err = b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{
-			UserMetadata: map[string]string{tokenMeta: token},
-		})
+		opts := minio.PutObjectOptions{UserMetadata: map[string]string{tokenMeta: token}}
+		if r, ok := storage.RetentionFrom(ctx); ok {
+			opts.Mode, opts.RetainUntilDate = minio.RetentionMode(r.Mode), r.Until
+		}
+		uploadID, err = b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, opts)
 		return classify(err)
 	})
 	scancel()
@@ -381,8 +409,13 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 				var op minio.ObjectPart
 				err := storage.Retry(uctx, "upload part", func(ctx context.Context) error {
 					var err error
+					var popts minio.PutObjectPartOptions
+					if _, ok := storage.RetentionFrom(ctx); ok {
+						sum := md5.Sum((*p.buf)[:p.n]) // S3 wants Content-MD5 on parts of a locked object
+						popts.Md5Base64 = base64.StdEncoding.EncodeToString(sum[:])
+					}
 					op, err = b.core.PutObjectPart(ctx, b.cfg.Bucket, key, uploadID, p.num,
-						bytes.NewReader((*p.buf)[:p.n]), int64(p.n), minio.PutObjectPartOptions{})
+						bytes.NewReader((*p.buf)[:p.n]), int64(p.n), popts)
 					return classify(err)
 				})
 				if err != nil {
