@@ -26,9 +26,16 @@ var _ storage.Janitor = (*Bucket)(nil)
 //
 // Listing uploads needs the s3:ListBucketMultipartUploads permission and
 // aborting them s3:AbortMultipartUpload.
+//
+// It also removes the probe objects of CheckCreateOnly older than
+// olderThan, left by a process killed while probing or without permission
+// to delete ("<name> (create-only probe, written <time>)").
 func (b *Bucket) RemoveStale(ctx context.Context, olderThan time.Duration) ([]string, error) {
 	cutoff := time.Now().Add(-olderThan)
-	var removed []string
+	removed, err := b.removeStaleProbes(ctx, cutoff)
+	if err != nil {
+		return removed, err
+	}
 	keyMarker, uploadMarker := "", ""
 	for {
 		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, b.prefix, keyMarker, uploadMarker, "", 1000)
