@@ -238,7 +238,39 @@ func (s *S3Server) start() error {
 		s.stopLocked()
 		return err
 	}
+	if s.Kind == MinIO {
+		// Ready says the process serves; after a restart MinIO may still
+		// answer S3 requests with 503 XMinioServerNotInitialized for a
+		// moment while it loads its drive. Wait for a real answer.
+		if err := s.waitS3(done, startTimeout); err != nil {
+			s.stopLocked()
+			return err
+		}
+	}
 	return nil
+}
+
+// waitS3 polls with ListBuckets until the server answers it, the process
+// exits or timeout passes.
+func (s *S3Server) waitS3(done <-chan struct{}, timeout time.Duration) error {
+	c := s.Client(s.t)
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return errors.New("exited before answering")
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err = c.ListBuckets(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no S3 answer within %v: %v", timeout, err)
 }
 
 // Stop kills the server and waits for it to exit; the data directory is

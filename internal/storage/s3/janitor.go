@@ -36,9 +36,26 @@ func (b *Bucket) RemoveStale(ctx context.Context, olderThan time.Duration) ([]st
 	if err != nil {
 		return removed, err
 	}
+	found, err := b.removeStaleUploads(ctx, b.prefix, cutoff)
+	removed = append(removed, found...)
+	if err != nil || len(found) > 0 || b.prefix == "" {
+		return removed, err
+	}
+	// MinIO lists the uploads of one object name only, not of a prefix:
+	// "repo/" finds nothing although "repo/b" has uploads (AWS and
+	// versitygw list by prefix). When the prefix finds nothing, list the
+	// whole bucket's uploads and keep those under it.
+	found, err = b.removeStaleUploads(ctx, "", cutoff)
+	return append(removed, found...), err
+}
+
+// removeStaleUploads aborts the incomplete uploads listed under listPrefix
+// that are under the repository prefix and older than cutoff.
+func (b *Bucket) removeStaleUploads(ctx context.Context, listPrefix string, cutoff time.Time) ([]string, error) {
+	var removed []string
 	keyMarker, uploadMarker := "", ""
 	for {
-		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, b.prefix, keyMarker, uploadMarker, "", 1000)
+		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, listPrefix, keyMarker, uploadMarker, "", 1000)
 		if err != nil {
 			return removed, fmt.Errorf("s3 list incomplete uploads under %q: %w", b.prefix, classify(err))
 		}
