@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,7 +70,34 @@ func (g *Globals) openRepo(ctx context.Context, create bool) (*repo.Repo, error)
 		b.Close()
 		return nil, err
 	}
+	if create {
+		g.checkCreateOnly(ctx, b)
+	}
 	return r, nil
+}
+
+// createOnlyWarned holds the repositories whose missing create-only writes
+// were reported, so that an agent reopening its repository says it once.
+var createOnlyWarned sync.Map
+
+// checkCreateOnly asks the storage of a repository about to be written
+// whether it makes concurrent writes of one name exclusive (S3: whether the
+// server honours "If-None-Match: *"; one probe per process and bucket) and
+// warns when it does not. It refuses nothing: every object this tool writes
+// has a name no other writer uses (random IDs and nonces) or content any
+// writer would write alike, so an overwrite between two racing writers
+// loses nothing; see docs/providers.md ("Conditional writes").
+func (g *Globals) checkCreateOnly(ctx context.Context, b storage.Backend) {
+	err := storage.CheckCreateOnly(ctx, b)
+	switch {
+	case err == nil:
+	case errors.Is(err, storage.ErrNotCreateOnly):
+		if _, seen := createOnlyWarned.LoadOrStore(b.Location(), true); !seen {
+			g.log.Warn("the storage does not enforce create-only writes (If-None-Match); backups stay safe, since every writer uses its own object names (see docs/providers.md)", "error", err)
+		}
+	default:
+		g.log.Debug("could not check whether the storage enforces create-only writes", "error", err)
+	}
 }
 
 // backendOptions are the options every command opens its repositories

@@ -50,6 +50,16 @@ type Faults struct {
 	// Down fails every request: the connection is closed without any
 	// response.
 	Down bool
+	// StripIfNoneMatch removes the If-None-Match header from every forwarded
+	// request, so the server behaves like one that ignores it: a PUT or a
+	// CompleteMultipartUpload with "If-None-Match: *" overwrites an
+	// existing object instead of failing with 412. The header is signed
+	// (SigV4), so the proxy signs such requests again, with the credentials
+	// given to SetCredentials (without them they are forwarded unchanged);
+	// an aws-chunked body (minio-go's streaming signature over plain http)
+	// is decoded and sent plain, its trailing checksum as a header. Counted
+	// in Stats.Stripped.
+	StripIfNoneMatch bool
 	// Seed seeds the PRNG the shares are drawn from; 0 means 1.
 	Seed int64
 }
@@ -62,6 +72,7 @@ type Stats struct {
 	Cut           int64            // responses whose body was cut
 	Stalled       int64            // requests that stalled
 	Dropped       int64            // requests failed by Down
+	Stripped      int64            // requests forwarded without their If-None-Match (StripIfNoneMatch)
 	BytesSent     int64            // response body bytes the proxy sent to clients (what a client downloaded), 503 bodies included
 	BytesReceived int64            // request body bytes clients uploaded (forwarded or read and discarded)
 	GetBodyBytes  int64            // response body bytes of forwarded GET requests only (bytes read from storage)
@@ -87,15 +98,17 @@ type Proxy struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu     sync.Mutex // guards faults and rng
+	mu     sync.Mutex // guards faults, rng and creds
 	faults Faults
 	rng    *rand.Rand
+	creds  *signingCreds // for StripIfNoneMatch
 
 	tmu    sync.Mutex // guards conns and active
 	conns  map[net.Conn]struct{}
 	active int // handlers running
 
 	requests, injected503, cut, stalled, dropped     atomic.Int64
+	stripped                                         atomic.Int64
 	bytesSent, bytesReceived, getBodyBytes, inFlight atomic.Int64
 	byMethod                                         map[string]*atomic.Int64 // fixed keys, read-only after start
 	otherMu                                          sync.Mutex
@@ -199,6 +212,7 @@ func (p *Proxy) Stats() Stats {
 		Cut:           p.cut.Load(),
 		Stalled:       p.stalled.Load(),
 		Dropped:       p.dropped.Load(),
+		Stripped:      p.stripped.Load(),
 		BytesSent:     p.bytesSent.Load(),
 		BytesReceived: p.bytesReceived.Load(),
 		GetBodyBytes:  p.getBodyBytes.Load(),
@@ -219,7 +233,7 @@ func (p *Proxy) Stats() Stats {
 
 // ResetStats sets every counter to zero (Active, a gauge, is kept).
 func (p *Proxy) ResetStats() {
-	for _, c := range []*atomic.Int64{&p.requests, &p.injected503, &p.cut, &p.stalled, &p.dropped,
+	for _, c := range []*atomic.Int64{&p.requests, &p.injected503, &p.cut, &p.stalled, &p.dropped, &p.stripped,
 		&p.bytesSent, &p.bytesReceived, &p.getBodyBytes} {
 		c.Store(0)
 	}
@@ -276,6 +290,7 @@ func (p *Proxy) connState(c net.Conn, s http.ConnState) {
 // draw is what the PRNG decided for one request.
 type draw struct {
 	f                          Faults
+	creds                      *signingCreds
 	r503, rStall, rCut, rWhere float64
 }
 
@@ -284,7 +299,7 @@ func (p *Proxy) draw() draw {
 	defer p.mu.Unlock()
 	// Always four draws, so a seed gives the same decisions for the same
 	// sequence of requests whatever the shares are.
-	return draw{f: p.faults, r503: p.rng.Float64(), rStall: p.rng.Float64(), rCut: p.rng.Float64(), rWhere: p.rng.Float64()}
+	return draw{f: p.faults, creds: p.creds, r503: p.rng.Float64(), rStall: p.rng.Float64(), rCut: p.rng.Float64(), rWhere: p.rng.Float64()}
 }
 
 // reqState carries a forwarded request's cut decision to modifyResponse and
@@ -348,6 +363,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{cutArmed: d.rCut < d.f.CutBody, cutWhere: d.rWhere, cutAt: -1}
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	out.Body = body
+	if d.f.StripIfNoneMatch && d.creds != nil && r.Header.Get("If-None-Match") != "" {
+		if err := stripIfNoneMatch(out, d.creds); err != nil {
+			abort(w)
+			return
+		}
+		p.stripped.Add(1)
+	}
 	pw := &proxyWriter{w: w, p: p, st: st, isGet: r.Method == http.MethodGet}
 	p.rp.ServeHTTP(pw, out)
 	pw.finish()

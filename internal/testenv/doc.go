@@ -1,11 +1,15 @@
 // Package testenv holds helpers for tests that need real external programs:
-// finding test binaries (Bin), free loopback ports (FreePort) and a real
-// S3-compatible server (StartS3, versitygw on 127.0.0.1).
+// finding test binaries (Bin), free loopback ports (FreePort) and real
+// S3-compatible servers on 127.0.0.1: versitygw (StartS3) and MinIO
+// (StartMinIO). EachS3 runs a test once per server, so that the S3 backend
+// is proven on both; MakeLockedBucket makes a bucket with versioning and
+// Object Lock.
 //
 // StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
 // (use its Addr as the S3 endpoint) that injects what real object stores and
 // flaky networks do, as set with FaultProxy.Set: 503 SlowDown answers, response
-// bodies cut short, stalled requests, added latency and a dead endpoint. It
+// bodies cut short, stalled requests, added latency, a dead endpoint and a
+// server that ignores If-None-Match (with SetCredentials). It
 // forwards requests unchanged (Host header included, so SigV4 signatures
 // made for the proxy's address stay valid) and counts requests and bytes
 // (FaultProxy.Stats), e.g. to check how much a backup read from storage. The

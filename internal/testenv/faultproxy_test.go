@@ -706,3 +706,103 @@ func TestFaultProxyCloseLeaksNothing(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFaultProxyStripIfNoneMatch: with StripIfNoneMatch (and the server's
+// credentials) a create-only PUT or CompleteMultipartUpload over an existing
+// object overwrites it, as on a server that ignores If-None-Match; without
+// the fault, the same requests through the proxy fail with 412.
+func TestFaultProxyStripIfNoneMatch(t *testing.T) {
+	srv, p, c := proxiedS3(t)
+	ctx := context.Background()
+	core := minio.Core{Client: c}
+	createOnly := minio.PutObjectOptions{}
+	createOnly.SetMatchETagExcept("*")
+	put := func(key, data string) error {
+		_, err := c.PutObject(ctx, srv.Bucket, key, strings.NewReader(data), int64(len(data)), createOnly)
+		return err
+	}
+	complete := func(key string, data []byte) error {
+		id, err := core.NewMultipartUpload(ctx, srv.Bucket, key, minio.PutObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer core.AbortMultipartUpload(ctx, srv.Bucket, key, id)
+		part, err := core.PutObjectPart(ctx, srv.Bucket, key, id, 1, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = core.CompleteMultipartUpload(ctx, srv.Bucket, key, id, []minio.CompletePart{{PartNumber: 1, ETag: part.ETag, ChecksumCRC32C: part.ChecksumCRC32C}}, createOnly)
+		return err
+	}
+	content := func(key string) string {
+		t.Helper()
+		o, err := c.GetObject(ctx, srv.Bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+		b, err := io.ReadAll(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	is412 := func(err error) bool { return minio.ToErrorResponse(err).StatusCode == http.StatusPreconditionFailed }
+
+	if err := put("k", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("k", "second"); !is412(err) {
+		t.Fatalf("create-only PUT over an existing object without the fault: %v, want 412", err)
+	}
+	// Without credentials the proxy cannot sign again: it forwards unchanged.
+	p.Set(Faults{StripIfNoneMatch: true})
+	if err := put("k", "second"); !is412(err) {
+		t.Fatalf("create-only PUT with StripIfNoneMatch but no credentials: %v, want 412", err)
+	}
+
+	p.SetCredentials(srv.AccessKey, srv.SecretKey, srv.Region)
+	big := randBytes(t, 1<<20) // several aws-chunked chunks
+	for _, tc := range []struct{ name, key, data string }{
+		{"small", "k", "second"},
+		{"empty", "k", ""},
+		{"1 MiB", "k", string(big)},
+		{"odd name", "dir/a b+c~%=&.bin", "x"},
+	} {
+		if tc.key != "k" {
+			if err := put(tc.key, "original"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := put(tc.key, tc.data); err != nil {
+			t.Fatalf("%s: create-only PUT over an existing object with StripIfNoneMatch: %v, want success", tc.name, err)
+		}
+		if got := content(tc.key); got != tc.data {
+			t.Fatalf("%s: object holds %d bytes, want the %d just written", tc.name, len(got), len(tc.data))
+		}
+	}
+	part := bytes.Repeat([]byte("m"), 5<<20)
+	if err := complete("k", part); err != nil {
+		t.Fatalf("create-only CompleteMultipartUpload over an existing object with StripIfNoneMatch: %v, want success", err)
+	}
+	if got := content("k"); got != string(part) {
+		t.Fatalf("after the multipart upload the object holds %d bytes, want %d", len(got), len(part))
+	}
+	// Four PUTs over "k" and "dir/...", the PUT that created the latter,
+	// one CompleteMultipartUpload.
+	if s := p.Stats(); s.Stripped != 6 {
+		t.Errorf("Stripped = %d, want 6", s.Stripped)
+	}
+	// Requests without If-None-Match pass untouched, and the fault cleared
+	// brings create-only back.
+	if _, err := c.PutObject(ctx, srv.Bucket, "plain", strings.NewReader("p"), 1, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Faults{})
+	if err := put("k", "third"); !is412(err) {
+		t.Fatalf("create-only PUT after the fault cleared: %v, want 412", err)
+	}
+	if s := p.Stats(); s.Stripped != 6 {
+		t.Errorf("Stripped = %d after requests without the header, want 6", s.Stripped)
+	}
+}

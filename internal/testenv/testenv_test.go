@@ -84,7 +84,10 @@ func TestFreePort(t *testing.T) {
 }
 
 func TestStartS3(t *testing.T) {
-	srv := StartS3(t)
+	EachS3(t, func(t *testing.T, start func(testing.TB) *S3Server) { testStartS3(t, start(t)) })
+}
+
+func testStartS3(t *testing.T, srv *S3Server) {
 	ctx := context.Background()
 	c := srv.Client(t)
 	ok, err := c.BucketExists(ctx, srv.Bucket)
@@ -123,4 +126,30 @@ func TestStartS3(t *testing.T) {
 	if other.Bucket == srv.Bucket || other.Endpoint == srv.Endpoint || other.SecretKey == srv.SecretKey {
 		t.Errorf("two servers share a bucket, endpoint or key: %+v %+v", srv, other)
 	}
+}
+
+// TestMakeLockedBucket: MinIO makes a bucket with versioning and Object
+// Lock, whose objects can be given retention that refuses their deletion.
+func TestMakeLockedBucket(t *testing.T) {
+	srv := StartMinIO(t)
+	ctx := context.Background()
+	c := srv.Client(t)
+	b := srv.MakeLockedBucket(t)
+	if _, _, _, _, err := c.GetObjectLockConfig(ctx, b); err != nil {
+		t.Fatalf("GetObjectLockConfig(%s): %v", b, err)
+	}
+	if v, err := c.GetBucketVersioning(ctx, b); err != nil || !v.Enabled() {
+		t.Fatalf("versioning of %s: %+v, %v; want enabled", b, v, err)
+	}
+	mode := minio.Governance
+	until := time.Now().Add(time.Hour)
+	info, err := c.PutObject(ctx, b, "k", strings.NewReader("v"), 1, minio.PutObjectOptions{Mode: mode, RetainUntilDate: until})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.RemoveObject(ctx, b, "k", minio.RemoveObjectOptions{VersionID: info.VersionID})
+	if err == nil {
+		t.Fatal("removed a version under retention")
+	}
+	t.Logf("removing a retained version: %v", err)
 }

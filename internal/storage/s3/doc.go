@@ -20,12 +20,23 @@
 // Uploads are create-only: a HEAD check fails early when the object exists
 // (and is the only protection on servers that ignore conditional writes),
 // then PutObject or CompleteMultipartUpload carries "If-None-Match: *", so of
-// concurrent writers of one name exactly one wins (checked against versitygw;
-// AWS S3 documents the same). Each Put stores a random token in the object's
+// concurrent writers of one name exactly one wins (checked against versitygw
+// and MinIO; AWS S3 documents the same). Each Put stores a random token in the object's
 // metadata (x-amz-meta-put-token) so that, when minio-go retries a request
 // whose response was lost and the retry meets the object the first try
 // created, Put knows the object is its own. A failed or cancelled multipart
 // upload is aborted, so its parts do not linger.
+//
+// Some S3-compatible servers ignore If-None-Match on PUT (they overwrite)
+// or reject it as NotImplemented. CheckCreateOnly (storage.CreateOnlyChecker)
+// finds out, once per process per endpoint and bucket, by writing a probe
+// object twice under a fresh ".tmp-create-only-probe-<token>" name at the
+// repository root with If-None-Match: * (the second must get 412) and
+// removing it; List never shows such names and RemoveStale removes probes
+// left behind. Commands that write call it at open and warn; see
+// docs/providers.md for why nothing is refused. Checked against versitygw
+// and MinIO, and against both behind internal/faultproxy stripping the
+// header.
 //
 // It must not import etcd packages or anything that knows about backups or
 // the repository layout; it stores opaque named objects only.

@@ -43,193 +43,203 @@ func behindProxy(t *testing.T, srv *testenv.S3Server, prefix string) (s3.Config,
 // that answers 10% of requests with 503 SlowDown and cuts 5% of response
 // bodies: the wrapper must hide every fault.
 func TestConformanceThroughFaults(t *testing.T) {
-	srv := testenv.StartS3(t)
-	var n atomic.Int64
-	var proxies []*testenv.FaultProxy
-	storagetest.RunWrapped(t, func(t *testing.T) storage.Backend {
-		cfg, p := behindProxy(t, srv, fmt.Sprintf("faults/%d", n.Add(1)))
-		p.Set(testenv.Faults{Error503: 0.10, CutBody: 0.05, Seed: n.Load()})
-		proxies = append(proxies, p)
-		// Opening checks the bucket: also under the retry policy, as
-		// backends.Open does.
-		b, err := s3.New(storage.WithPolicy(t.Context(), fastPolicy), cfg)
-		if err != nil {
-			t.Fatalf("s3.New through faults: %v", err)
+	testenv.EachS3(t, func(t *testing.T, start func(testing.TB) *testenv.S3Server) {
+		srv := start(t)
+		var n atomic.Int64
+		var proxies []*testenv.FaultProxy
+		storagetest.RunWrapped(t, func(t *testing.T) storage.Backend {
+			cfg, p := behindProxy(t, srv, fmt.Sprintf("faults/%d", n.Add(1)))
+			p.Set(testenv.Faults{Error503: 0.10, CutBody: 0.05, Seed: n.Load()})
+			proxies = append(proxies, p)
+			// Opening checks the bucket: also under the retry policy, as
+			// backends.Open does.
+			b, err := s3.New(storage.WithPolicy(t.Context(), fastPolicy), cfg)
+			if err != nil {
+				t.Fatalf("s3.New through faults: %v", err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		}, fastPolicy)
+		var injected int64
+		for _, p := range proxies {
+			st := p.Stats()
+			injected += st.Injected503 + st.Cut
 		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}, fastPolicy)
-	var injected int64
-	for _, p := range proxies {
-		st := p.Stats()
-		injected += st.Injected503 + st.Cut
-	}
-	if injected == 0 {
-		t.Fatal("the proxy injected no fault: the test proved nothing")
-	}
-	t.Logf("faults injected and hidden: %d", injected)
+		if injected == 0 {
+			t.Fatal("the proxy injected no fault: the test proved nothing")
+		}
+		t.Logf("faults injected and hidden: %d", injected)
+	})
 }
 
 // TestResumeThroughCutBodies reads a large object through a network that
 // cuts half the response bodies: every read returns the exact bytes, and
 // resumes from where it stopped instead of starting again.
 func TestResumeThroughCutBodies(t *testing.T) {
-	srv := testenv.StartS3(t)
-	cfg, p := behindProxy(t, srv, "resume")
-	b := storage.Wrap(open(t, cfg), fastPolicy)
-	ctx := t.Context()
-	const size = 24<<20 + 5
-	gen := storagetest.NewGen(7, size)
-	if err := b.Put(ctx, "big", gen); err != nil {
-		t.Fatalf("Put: %v", err)
-	}
-	want := gen.Sum()
-	p.Set(testenv.Faults{CutBody: 0.5, Seed: 3})
-	var cuts int64
-	for i := range 5 {
-		p.ResetStats()
-		rc, err := b.Get(ctx, "big")
-		if err != nil {
-			t.Fatalf("read %d: Get: %v", i, err)
+	testenv.EachS3(t, func(t *testing.T, start func(testing.TB) *testenv.S3Server) {
+		srv := start(t)
+		cfg, p := behindProxy(t, srv, "resume")
+		b := storage.Wrap(open(t, cfg), fastPolicy)
+		ctx := t.Context()
+		const size = 24<<20 + 5
+		gen := storagetest.NewGen(7, size)
+		if err := b.Put(ctx, "big", gen); err != nil {
+			t.Fatalf("Put: %v", err)
 		}
-		h := sha256.New()
-		n, err := io.Copy(h, rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("read %d: after %d bytes: %v", i, n, err)
+		want := gen.Sum()
+		p.Set(testenv.Faults{CutBody: 0.5, Seed: 3})
+		var cuts int64
+		for i := range 5 {
+			p.ResetStats()
+			rc, err := b.Get(ctx, "big")
+			if err != nil {
+				t.Fatalf("read %d: Get: %v", i, err)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, rc)
+			rc.Close()
+			if err != nil {
+				t.Fatalf("read %d: after %d bytes: %v", i, n, err)
+			}
+			if n != size || !bytes.Equal(h.Sum(nil), want) {
+				t.Fatalf("read %d: got %d bytes with another sha256, want the %d bytes stored", i, n, size)
+			}
+			st := p.Stats()
+			cuts += st.Cut
+			t.Logf("read %d: %d cut bodies, %d GET requests, %d body bytes sent for %d", i, st.Cut, st.ByMethod["GET"], st.GetBodyBytes, size)
+			if st.GetBodyBytes > 2*size {
+				t.Errorf("read %d: %d bytes downloaded for a %d-byte object: reads restart instead of resuming", i, st.GetBodyBytes, size)
+			}
 		}
-		if n != size || !bytes.Equal(h.Sum(nil), want) {
-			t.Fatalf("read %d: got %d bytes with another sha256, want the %d bytes stored", i, n, size)
+		if cuts == 0 {
+			t.Fatal("no body was cut: the test proved nothing")
 		}
-		st := p.Stats()
-		cuts += st.Cut
-		t.Logf("read %d: %d cut bodies, %d GET requests, %d body bytes sent for %d", i, st.Cut, st.ByMethod["GET"], st.GetBodyBytes, size)
-		if st.GetBodyBytes > 2*size {
-			t.Errorf("read %d: %d bytes downloaded for a %d-byte object: reads restart instead of resuming", i, st.GetBodyBytes, size)
-		}
-	}
-	if cuts == 0 {
-		t.Fatal("no body was cut: the test proved nothing")
-	}
+	})
 }
 
 // TestResumePinnedToObject: a read resumed after a cut must not continue
 // into another object put under the same name meanwhile.
 func TestResumePinnedToObject(t *testing.T) {
-	srv := testenv.StartS3(t)
-	cfg, _ := behindProxy(t, srv, "pin")
-	raw := open(t, cfg)
-	ctx := t.Context()
-	first := bytes.Repeat([]byte("first "), 1<<20)
-	if err := raw.Put(ctx, "obj", bytes.NewReader(first)); err != nil {
-		t.Fatal(err)
-	}
-	rc, pin, err := raw.GetRange(ctx, "obj", 0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Close()
-	if err := raw.Remove(ctx, "obj"); err != nil {
-		t.Fatal(err)
-	}
-	if err := raw.Put(ctx, "obj", strings.NewReader(strings.Repeat("second", 1<<20))); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := raw.GetRange(ctx, "obj", 100, pin); !errors.Is(err, storage.ErrChanged) {
-		t.Fatalf("resumed read of a replaced object: %v, want ErrChanged", err)
-	}
+	testenv.EachS3(t, func(t *testing.T, start func(testing.TB) *testenv.S3Server) {
+		srv := start(t)
+		cfg, _ := behindProxy(t, srv, "pin")
+		raw := open(t, cfg)
+		ctx := t.Context()
+		first := bytes.Repeat([]byte("first "), 1<<20)
+		if err := raw.Put(ctx, "obj", bytes.NewReader(first)); err != nil {
+			t.Fatal(err)
+		}
+		rc, pin, err := raw.GetRange(ctx, "obj", 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		if err := raw.Remove(ctx, "obj"); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.Put(ctx, "obj", strings.NewReader(strings.Repeat("second", 1<<20))); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := raw.GetRange(ctx, "obj", 100, pin); !errors.Is(err, storage.ErrChanged) {
+			t.Fatalf("resumed read of a replaced object: %v, want ErrChanged", err)
+		}
+	})
 }
 
 // TestStorageDown: with every request failing, each operation gives up
 // within its budget with ErrUnavailable, and a Put publishes nothing.
 func TestStorageDown(t *testing.T) {
-	srv := testenv.StartS3(t)
-	cfg, p := behindProxy(t, srv, "down")
-	raw := open(t, cfg)
-	pol := fastPolicy
-	pol.Timeout = 2 * time.Second
-	b := storage.Wrap(raw, pol)
-	ctx := t.Context()
-	if err := b.Put(ctx, "there", strings.NewReader("x")); err != nil {
-		t.Fatal(err)
-	}
-	p.Set(testenv.Faults{Down: true})
-	ops := map[string]func() error{
-		"get": func() error {
-			rc, err := b.Get(ctx, "there")
-			if err == nil {
-				rc.Close()
+	testenv.EachS3(t, func(t *testing.T, start func(testing.TB) *testenv.S3Server) {
+		srv := start(t)
+		cfg, p := behindProxy(t, srv, "down")
+		raw := open(t, cfg)
+		pol := fastPolicy
+		pol.Timeout = 2 * time.Second
+		b := storage.Wrap(raw, pol)
+		ctx := t.Context()
+		if err := b.Put(ctx, "there", strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+		p.Set(testenv.Faults{Down: true})
+		ops := map[string]func() error{
+			"get": func() error {
+				rc, err := b.Get(ctx, "there")
+				if err == nil {
+					rc.Close()
+				}
+				return err
+			},
+			"stat":   func() error { _, err := b.Stat(ctx, "there"); return err },
+			"list":   func() error { return b.List(ctx, "", func(storage.Info) error { return nil }) },
+			"remove": func() error { return b.Remove(ctx, "there") },
+			"put":    func() error { return b.Put(ctx, "new", strings.NewReader("data")) },
+			"put stream": func() error {
+				return b.Put(ctx, "new-stream", storagetest.NewGen(1, 20<<20))
+			},
+		}
+		for name, op := range ops {
+			began := time.Now()
+			err := op()
+			took := time.Since(began)
+			if !errors.Is(err, storage.ErrUnavailable) {
+				t.Errorf("%s with storage down: %v, want ErrUnavailable", name, err)
 			}
-			return err
-		},
-		"stat":   func() error { _, err := b.Stat(ctx, "there"); return err },
-		"list":   func() error { return b.List(ctx, "", func(storage.Info) error { return nil }) },
-		"remove": func() error { return b.Remove(ctx, "there") },
-		"put":    func() error { return b.Put(ctx, "new", strings.NewReader("data")) },
-		"put stream": func() error {
-			return b.Put(ctx, "new-stream", storagetest.NewGen(1, 20<<20))
-		},
-	}
-	for name, op := range ops {
-		start := time.Now()
-		err := op()
-		took := time.Since(start)
-		if !errors.Is(err, storage.ErrUnavailable) {
-			t.Errorf("%s with storage down: %v, want ErrUnavailable", name, err)
+			if took > 30*time.Second {
+				t.Errorf("%s with storage down took %s, want about the 2 s budget", name, took)
+			}
+			t.Logf("%s: %s: %v", name, took.Round(time.Millisecond), err)
 		}
-		if took > 30*time.Second {
-			t.Errorf("%s with storage down took %s, want about the 2 s budget", name, took)
+		if p.Stats().Dropped == 0 {
+			t.Fatal("the proxy dropped no request")
 		}
-		t.Logf("%s: %s: %v", name, took.Round(time.Millisecond), err)
-	}
-	if p.Stats().Dropped == 0 {
-		t.Fatal("the proxy dropped no request")
-	}
-	// Nothing was published, nothing was lost.
-	c := srv.Client(t)
-	for _, key := range []string{"down/new", "down/new-stream"} {
-		if _, err := c.StatObject(ctx, srv.Bucket, key, minio.StatObjectOptions{}); err == nil {
-			t.Errorf("%s exists after a failed Put", key)
+		// Nothing was published, nothing was lost.
+		c := srv.Client(t)
+		for _, key := range []string{"down/new", "down/new-stream"} {
+			if _, err := c.StatObject(ctx, srv.Bucket, key, minio.StatObjectOptions{}); err == nil {
+				t.Errorf("%s exists after a failed Put", key)
+			}
 		}
-	}
-	if _, err := c.StatObject(ctx, srv.Bucket, "down/there", minio.StatObjectOptions{}); err != nil {
-		t.Errorf("the existing object is gone: %v", err)
-	}
+		if _, err := c.StatObject(ctx, srv.Bucket, "down/there", minio.StatObjectOptions{}); err != nil {
+			t.Errorf("the existing object is gone: %v", err)
+		}
+	})
 }
 
 // TestStalls: requests that hang (no byte moves) are abandoned after the
 // stall bound and retried; no operation hangs.
 func TestStalls(t *testing.T) {
-	srv := testenv.StartS3(t)
-	cfg, p := behindProxy(t, srv, "stall")
-	pol := fastPolicy
-	pol.Stall = time.Second
-	cfg.Stall = pol.Stall
-	b := storage.Wrap(open(t, cfg), pol)
-	ctx := t.Context()
-	p.Set(testenv.Faults{Stall: 0.3, Seed: 5})
-	gen := storagetest.NewGen(9, 20<<20)
-	if err := b.Put(ctx, "big", gen); err != nil {
-		t.Fatalf("Put through stalls: %v", err)
-	}
-	rc, err := b.Get(ctx, "big")
-	if err != nil {
-		t.Fatalf("Get through stalls: %v", err)
-	}
-	h := sha256.New()
-	_, err = io.Copy(h, rc)
-	rc.Close()
-	if err != nil {
-		t.Fatalf("read through stalls: %v", err)
-	}
-	if !bytes.Equal(h.Sum(nil), gen.Sum()) {
-		t.Fatal("read back other bytes")
-	}
-	if _, err := b.Stat(ctx, "big"); err != nil {
-		t.Fatalf("Stat through stalls: %v", err)
-	}
-	if p.Stats().Stalled == 0 {
-		t.Fatal("no request stalled: the test proved nothing")
-	}
-	t.Logf("stalled requests survived: %d", p.Stats().Stalled)
+	testenv.EachS3(t, func(t *testing.T, start func(testing.TB) *testenv.S3Server) {
+		srv := start(t)
+		cfg, p := behindProxy(t, srv, "stall")
+		pol := fastPolicy
+		pol.Stall = time.Second
+		cfg.Stall = pol.Stall
+		b := storage.Wrap(open(t, cfg), pol)
+		ctx := t.Context()
+		p.Set(testenv.Faults{Stall: 0.3, Seed: 5})
+		gen := storagetest.NewGen(9, 20<<20)
+		if err := b.Put(ctx, "big", gen); err != nil {
+			t.Fatalf("Put through stalls: %v", err)
+		}
+		rc, err := b.Get(ctx, "big")
+		if err != nil {
+			t.Fatalf("Get through stalls: %v", err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("read through stalls: %v", err)
+		}
+		if !bytes.Equal(h.Sum(nil), gen.Sum()) {
+			t.Fatal("read back other bytes")
+		}
+		if _, err := b.Stat(ctx, "big"); err != nil {
+			t.Fatalf("Stat through stalls: %v", err)
+		}
+		if p.Stats().Stalled == 0 {
+			t.Fatal("no request stalled: the test proved nothing")
+		}
+		t.Logf("stalled requests survived: %d", p.Stats().Stalled)
+	})
 }

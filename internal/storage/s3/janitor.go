@@ -26,12 +26,36 @@ var _ storage.Janitor = (*Bucket)(nil)
 //
 // Listing uploads needs the s3:ListBucketMultipartUploads permission and
 // aborting them s3:AbortMultipartUpload.
+//
+// It also removes the probe objects of CheckCreateOnly older than
+// olderThan, left by a process killed while probing or without permission
+// to delete ("<name> (create-only probe, written <time>)").
 func (b *Bucket) RemoveStale(ctx context.Context, olderThan time.Duration) ([]string, error) {
 	cutoff := time.Now().Add(-olderThan)
+	removed, err := b.removeStaleProbes(ctx, cutoff)
+	if err != nil {
+		return removed, err
+	}
+	found, err := b.removeStaleUploads(ctx, b.prefix, cutoff)
+	removed = append(removed, found...)
+	if err != nil || len(found) > 0 || b.prefix == "" {
+		return removed, err
+	}
+	// MinIO lists the uploads of one object name only, not of a prefix:
+	// "repo/" finds nothing although "repo/b" has uploads (AWS and
+	// versitygw list by prefix). When the prefix finds nothing, list the
+	// whole bucket's uploads and keep those under it.
+	found, err = b.removeStaleUploads(ctx, "", cutoff)
+	return append(removed, found...), err
+}
+
+// removeStaleUploads aborts the incomplete uploads listed under listPrefix
+// that are under the repository prefix and older than cutoff.
+func (b *Bucket) removeStaleUploads(ctx context.Context, listPrefix string, cutoff time.Time) ([]string, error) {
 	var removed []string
 	keyMarker, uploadMarker := "", ""
 	for {
-		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, b.prefix, keyMarker, uploadMarker, "", 1000)
+		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, listPrefix, keyMarker, uploadMarker, "", 1000)
 		if err != nil {
 			return removed, fmt.Errorf("s3 list incomplete uploads under %q: %w", b.prefix, classify(err))
 		}

@@ -569,6 +569,9 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(storage.Info) 
 		if !ok || name == "" || strings.HasSuffix(name, "/") {
 			continue // "directory" markers made by other tools
 		}
+		if storage.HasTmpElement(name) {
+			continue // a create-only probe (CheckCreateOnly)
+		}
 		if err := fn(storage.Info{Name: name, Size: oi.Size, ModTime: oi.LastModified}); err != nil {
 			return err
 		}
