@@ -9,5 +9,5 @@
 // interface (internal/storage); it must not import etcd or concrete storage
 // packages.
 //
-// Imports: internal/format, internal/journal/store, internal/repo, internal/storage
+// Imports: internal/format, internal/journal/chain, internal/journal/store, internal/repo, internal/storage
 package transfer
