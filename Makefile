@@ -4,7 +4,7 @@
 #                etcd-backup_<debversion>_<arch>.deb (nfpm), plus SHA256SUMS (scripts/release.sh)
 #   make test    install test dependencies (etcd binaries, S3 test server, rclone) and run every test
 #   make bench   measure backup/restore against etcdctl/etcdutl and write BENCHMARKS.md
-#   make bench-journal  measure the continuous journal (RPO, agent cost, put latency, replay) into BENCHMARKS.md
+#   make bench-journal  measure the continuous journal (RPO, agent cost, put latency, replay, and 1 h/24 h chains at scale) into BENCHMARKS.md
 #   make bench-faults   measure snapshot/restore through S3 faults (503s, cut bodies) and the agent's storage reads per cycle into BENCHMARKS.md
 #   make image   container image without a Docker engine: OCI tar dist/etcd-backup-oci-<arch>.tar (ARCH=amd64 by default, ARCH=arm64)
 #   make image-multiarch  one OCI tar with a multi-arch index: dist/etcd-backup-oci.tar (ARCHES="amd64 arm64")

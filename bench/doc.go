@@ -18,5 +18,5 @@
 // restore.Execute). Like the command, it opens repositories with
 // internal/storage/backends only, never a concrete backend.
 //
-// Imports: bench/internal/benchkit, bench/internal/etcdfill, internal/backup, internal/datadir, internal/etcd, internal/format, internal/repo, internal/restore, internal/storage/backends, github.com/minio/minio-go/v7, go.etcd.io/etcd/client/v3
+// Imports: bench/internal/benchkit, bench/internal/etcdfill, bench/internal/s3bench, internal/backup, internal/datadir, internal/etcd, internal/format, internal/repo, internal/restore, internal/storage/backends, github.com/minio/minio-go/v7, go.etcd.io/etcd/client/v3
 package main

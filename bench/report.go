@@ -115,9 +115,9 @@ func (b *bench) report(total time.Duration) string {
 }
 
 // keptSections returns the sections other benchmark commands wrote into
-// the report at path (bench/journal, bench/faults), markers included, in
-// the order they appear there, to be carried over to the end of the new
-// one ("" if there is none).
+// the report at path (bench/journal, its journal-scale part, bench/faults),
+// markers included, in the order they appear there, to be carried over to
+// the end of the new one ("" if there is none).
 func keptSections(path string) string {
 	old, err := os.ReadFile(path)
 	if err != nil {
@@ -129,7 +129,7 @@ func keptSections(path string) string {
 		text string
 	}
 	var blocks []block
-	for _, name := range []string{"journal", "faults"} {
+	for _, name := range []string{"journal", "journal-scale", "faults"} {
 		begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 		i, j := strings.Index(s, begin), strings.Index(s, end)
 		if i < 0 || j < i {

@@ -117,9 +117,9 @@ func (b *bench) runAgent(ctx context.Context, label, rev, bin, prefix string) *a
 			return fail(perr)
 		}
 		url = fmt.Sprintf("http://127.0.0.1:%d", port)
-		d, err = startDaemon("agent-"+label, filepath.Join(b.tmp, "agent-"+label+".log"), b.s3.env(), bin,
+		d, err = startDaemon("agent-"+label, filepath.Join(b.tmp, "agent-"+label+".log"), b.s3.Env(), bin,
 			"agent", "--listen", strings.TrimPrefix(url, "http://"),
-			"--repo", b.s3.url(b.proxy.Addr, prefix), "--endpoints", b.etcd.clientURL,
+			"--repo", b.s3.URL(b.proxy.Addr, prefix), "--endpoints", b.etcd.clientURL,
 			"--interval", b.opt.interval.String(), "--keep-last", strconv.Itoa(keepLast))
 		if err != nil {
 			return fail(err)
@@ -137,7 +137,7 @@ func (b *bench) runAgent(ctx context.Context, label, rev, bin, prefix string) *a
 		if !d.terminate(30 * time.Second) {
 			logf("agent %s did not stop within 30s of SIGTERM; killed", label)
 		}
-		if n, payload, err := b.s3.backups(context.Background(), prefix); err == nil {
+		if n, payload, err := b.s3.Backups(context.Background(), prefix); err == nil {
 			ar.Left, ar.Payload = n, payload
 		}
 	}()
@@ -206,22 +206,22 @@ func scale(t traffic, f float64) traffic {
 func (b *bench) measurePrunes(ctx context.Context, prefix string) error {
 	for i := range b.opt.pruneRuns {
 		for _, readBack := range rotate([]bool{false, true}, i) {
-			if _, err := mustRun(ctx, b.opt.runTimeout, b.s3.env(), b.eb, "snapshot", "--repo", b.s3.url(b.s3.endpoint, prefix),
+			if _, err := mustRun(ctx, b.opt.runTimeout, b.s3.Env(), b.eb, "snapshot", "--repo", b.s3.URL(b.s3.Endpoint, prefix),
 				"--endpoints", b.etcd.clientURL, "--quiet"); err != nil {
 				return fmt.Errorf("backup before prune: %w", err)
 			}
 			pr := &pruneRun{ReadBack: readBack}
 			var err error
-			if pr.Before, _, err = b.s3.backups(ctx, prefix); err != nil {
+			if pr.Before, _, err = b.s3.Backups(ctx, prefix); err != nil {
 				return err
 			}
-			args := []string{"prune", "--repo", b.s3.url(b.proxy.Addr, prefix), "--keep-last", strconv.Itoa(keepLast), "--quiet"}
+			args := []string{"prune", "--repo", b.s3.URL(b.proxy.Addr, prefix), "--keep-last", strconv.Itoa(keepLast), "--quiet"}
 			if readBack {
 				args = append(args, "--read-back")
 			}
 			b.proxy.Set(faultproxy.Faults{})
 			before := b.proxy.Stats()
-			res, err := runCmd(ctx, b.opt.runTimeout, b.s3.env(), b.eb, args...)
+			res, err := runCmd(ctx, b.opt.runTimeout, b.s3.Env(), b.eb, args...)
 			if err != nil {
 				return err
 			}
@@ -231,7 +231,7 @@ func (b *bench) measurePrunes(ctx context.Context, prefix string) error {
 				pr.Why = res.why()
 				b.fail(strings.Join(args[:1], " ")+" --read-back="+strconv.FormatBool(readBack), fmt.Errorf("%s", pr.Why))
 			}
-			if pr.After, _, err = b.s3.backups(ctx, prefix); err != nil {
+			if pr.After, _, err = b.s3.Backups(ctx, prefix); err != nil {
 				return err
 			}
 			b.prunes = append(b.prunes, pr)

@@ -27,8 +27,8 @@
 // 127.0.0.1.
 //
 // It drives etcd-backup, etcd and versitygw as processes; of this module it
-// imports only bench/internal/benchkit, bench/internal/etcdfill and
-// internal/faultproxy.
+// imports only bench/internal/benchkit, bench/internal/etcdfill,
+// bench/internal/s3bench and internal/faultproxy.
 //
-// Imports: bench/internal/benchkit, bench/internal/etcdfill, internal/faultproxy, github.com/minio/minio-go/v7, go.etcd.io/etcd/client/v3
+// Imports: bench/internal/benchkit, bench/internal/etcdfill, bench/internal/s3bench, internal/faultproxy, github.com/minio/minio-go/v7, go.etcd.io/etcd/client/v3
 package main

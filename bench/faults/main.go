@@ -17,6 +17,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
 	"github.com/etcd-backup/etcd-backup/bench/internal/etcdfill"
+	"github.com/etcd-backup/etcd-backup/bench/internal/s3bench"
 	"github.com/etcd-backup/etcd-backup/internal/faultproxy"
 
 	"github.com/dustin/go-humanize"
@@ -159,7 +160,7 @@ type bench struct {
 	eb       string // etcd-backup built from the working tree
 	ebBefore string // etcd-backup of -before-rev ("" when not measured)
 	beforeID string // -before-rev as a short commit hash
-	s3       *s3Server
+	s3       *s3bench.Server
 	proxy    *faultproxy.Proxy
 	etcd     *member
 	filler   *etcdfill.Filler
@@ -290,10 +291,10 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.s3, err = startS3(ctx, vgw, filepath.Join(b.tmp, "s3")); err != nil {
 		return err
 	}
-	if b.proxy, err = faultproxy.Start(b.s3.endpoint); err != nil {
+	if b.proxy, err = faultproxy.Start(b.s3.Endpoint); err != nil {
 		return err
 	}
-	logf("versitygw on %s, fault proxy on %s", b.s3.endpoint, b.proxy.Addr)
+	logf("versitygw on %s, fault proxy on %s", b.s3.Endpoint, b.proxy.Addr)
 	if b.etcd, err = startEtcd(ctx, b.etcdBin, filepath.Join(b.tmp, "etcd")); err != nil {
 		return err
 	}

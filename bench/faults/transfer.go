@@ -50,11 +50,11 @@ func (b *bench) measureTransfers(ctx context.Context) error {
 	}
 	// The backup every restore reads, written directly (not through the
 	// proxy).
-	r, err := mustRun(ctx, b.opt.runTimeout, b.s3.env(), b.eb, "snapshot", "--repo", b.s3.url(b.s3.endpoint, "ref"), "--endpoints", ep, "--quiet")
+	r, err := mustRun(ctx, b.opt.runTimeout, b.s3.Env(), b.eb, "snapshot", "--repo", b.s3.URL(b.s3.Endpoint, "ref"), "--endpoints", ep, "--quiet")
 	if err != nil {
 		return fmt.Errorf("reference backup: %w", err)
 	}
-	_, stored, err := b.s3.backups(ctx, "ref")
+	_, stored, err := b.s3.Backups(ctx, "ref")
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func (b *bench) through(ctx context.Context, level float64, seed int64, args ...
 	load := benchkit.LoadAvg()
 	b.proxy.Set(faultsAt(level, seed))
 	b.proxy.ResetStats()
-	res, err := runCmd(ctx, b.opt.runTimeout, b.s3.env(), b.eb, args...)
+	res, err := runCmd(ctx, b.opt.runTimeout, b.s3.Env(), b.eb, args...)
 	st := b.proxy.Stats()
 	b.proxy.Set(faultproxy.Faults{})
 	return res, st, load, err
@@ -91,7 +91,7 @@ func (b *bench) through(ctx context.Context, level float64, seed int64, args ...
 
 func (b *bench) snapshotRun(ctx context.Context, level float64, run int, seed int64) error {
 	prefix := fmt.Sprintf("snap-%g-%d", level, run)
-	res, st, load, err := b.through(ctx, level, seed, "snapshot", "--repo", b.s3.url(b.proxy.Addr, prefix), "--endpoints", b.etcd.clientURL, "--quiet")
+	res, st, load, err := b.through(ctx, level, seed, "snapshot", "--repo", b.s3.URL(b.proxy.Addr, prefix), "--endpoints", b.etcd.clientURL, "--quiet")
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (b *bench) snapshotRun(ctx context.Context, level float64, run int, seed in
 		// A success must have stored an intact backup: read it all back
 		// directly (not through the proxy) with every check of verify.
 		id := res.lastLine()
-		vr, err := runCmd(ctx, b.opt.runTimeout, b.s3.env(), b.eb, "verify", id, "--repo", b.s3.url(b.s3.endpoint, prefix), "--quiet")
+		vr, err := runCmd(ctx, b.opt.runTimeout, b.s3.Env(), b.eb, "verify", id, "--repo", b.s3.URL(b.s3.Endpoint, prefix), "--quiet")
 		if err != nil {
 			return err
 		}
@@ -113,7 +113,7 @@ func (b *bench) snapshotRun(ctx context.Context, level float64, run int, seed in
 	}
 	b.transfers = append(b.transfers, tr)
 	b.logRun(tr)
-	if err := b.s3.removePrefix(ctx, prefix); err != nil {
+	if err := b.s3.RemovePrefix(ctx, prefix); err != nil {
 		return fmt.Errorf("clean up %s: %w", prefix, err)
 	}
 	return nil
@@ -127,7 +127,7 @@ func (b *bench) restoreRun(ctx context.Context, level float64, run int, seed int
 		return err
 	}
 	defer os.RemoveAll(dir)
-	res, st, load, err := b.through(ctx, level, seed, "restore", "latest", "--repo", b.s3.url(b.proxy.Addr, "ref"),
+	res, st, load, err := b.through(ctx, level, seed, "restore", "latest", "--repo", b.s3.URL(b.proxy.Addr, "ref"),
 		"--data-dir", filepath.Join(dir, "m1.etcd"), "--name", "m1", "--initial-cluster", restoreCluster, "--quiet")
 	if err != nil {
 		return err

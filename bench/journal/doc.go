@@ -17,14 +17,28 @@
 //  4. Replay speed: `restore latest` of a journal of ≥ 100k events vs
 //     `restore --no-journal`.
 //
-//     go run ./bench/journal -out BENCHMARKS.md          # everything (about 7 min on 2 CPUs)
+//  5. Journal at scale (section "Journal at scale", its own markers
+//     <!-- journal-scale:begin/end --> right after the journal section):
+//     synthetic chains of one-second segments (1 h, 24 h; -scale-hours)
+//     written with internal/journal/store into versitygw, as written,
+//     after the open-chain roll-up and after closed-chain packing
+//     (internal/journal/rollup): objects, PUTs spent, and `list` and
+//     `restore latest` through internal/faultproxy at 0 and 20 ms per
+//     request, with LIST and GET counts.
+//
+//     go run ./bench/journal -out BENCHMARKS.md          # everything
+//     go run ./bench/journal -sections scale             # only the scale section
 //     go run ./bench/journal -quick -out /tmp/j.md       # sanity run (about 1 min)
 //
 // It needs etcd 3.6.16 from scripts/install-test-deps.sh (.cache/test-bin)
 // and builds etcd-backup and ../spawner itself.
 //
-// It drives etcd-backup and etcd as processes and imports no package of
-// this module but bench/internal/benchkit.
+// It drives etcd-backup and etcd as processes; of this module it imports
+// bench/internal/benchkit and bench/internal/s3bench, and, for the scale
+// section only (writing synthetic chains and rolling them up in process),
+// internal/faultproxy, internal/format, internal/journal/codec,
+// internal/journal/rollup, internal/journal/store, internal/repo and
+// internal/storage/backends. The scale section also needs versitygw.
 //
-// Imports: bench/internal/benchkit, go.etcd.io/etcd/client/v3
+// Imports: bench/internal/benchkit, bench/internal/s3bench, internal/faultproxy, internal/format, internal/journal/codec, internal/journal/rollup, internal/journal/store, internal/repo, internal/storage/backends, go.etcd.io/etcd/client/v3
 package main

@@ -39,12 +39,19 @@ type options struct {
 	repoDir     string // parent of the file:// repositories ("": the temporary directory)
 	quick       bool
 	keep        bool
+	ebBin       string
 	args        []string
+	// Journal at scale (scale.go)
+	scaleHours    []int
+	scaleRate     int
+	scaleRuns     int
+	scaleLongRuns int
+	scaleRestore  map[int]bool
 }
 
 func main() {
 	var o options
-	var rates, sections string
+	var rates, sections, scaleHours, scaleRestore string
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "write the journal section into this file (between <!-- journal:begin --> and <!-- journal:end -->, appended when absent)")
 	flag.IntVar(&o.runs, "runs", 5, "RPO runs (cluster killed and restored each time)")
 	flag.Float64Var(&o.rpoRate, "rpo-rate", 1000, "txn/s of the RPO runs and of the latency comparison")
@@ -57,11 +64,17 @@ func main() {
 	flag.IntVar(&o.replayRuns, "replay-runs", 2, "runs of each restore (latest, --no-journal) of the replay measurement")
 	flag.DurationVar(&o.killMin, "kill-min", 10*time.Second, "RPO: earliest kill after the load starts")
 	flag.DurationVar(&o.killMax, "kill-max", 20*time.Second, "RPO: latest kill after the load starts")
-	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "bound on the whole benchmark")
+	flag.DurationVar(&o.timeout, "timeout", 60*time.Minute, "bound on the whole benchmark (the scale section alone: about 15 min without the 24 h restores, which replay 4.3M events each)")
 	flag.Uint64Var(&o.seed, "seed", 0, "seed of the kill times (0: from the clock; the report names it)")
-	flag.StringVar(&sections, "sections", "rpo,cost,latency,replay", "comma-separated sections to measure")
+	flag.StringVar(&sections, "sections", "rpo,cost,latency,replay,scale", "comma-separated sections to measure (scale: the \"Journal at scale\" section, synthetic chains in versitygw)")
+	flag.StringVar(&scaleHours, "scale-hours", "1,24", "scale: comma-separated lengths in hours of the synthetic chains of one-second segments")
+	flag.IntVar(&o.scaleRate, "scale-rate", 50, "scale: puts per one-second segment")
+	flag.IntVar(&o.scaleRuns, "scale-runs", 5, "scale: runs of each list and of each restore of a 1 h chain (medians)")
+	flag.IntVar(&o.scaleLongRuns, "scale-long-runs", 1, "scale: runs of each list and restore of a chain longer than 1 h (a 24 h chain replays 4.3M events: minutes a run)")
+	flag.StringVar(&scaleRestore, "scale-restore", "1,24", "scale: the chains (hours) whose restore is measured; the others only list")
 	flag.StringVar(&o.repoDir, "repo-dir", "", "put the file:// repositories under this directory (default: the temporary directory, beside the etcd data dirs)")
 	flag.BoolVar(&o.quick, "quick", false, "sanity run (about 1 min): 1 RPO run killed after 5-8s, 1000 txn/s only, 6s phases, 1 latency run each, 5k keys prefilled, 10k events")
+	flag.StringVar(&o.ebBin, "etcd-backup-bin", "", "measure this etcd-backup binary instead of building ./cmd/etcd-backup from the working tree")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, repositories) for debugging")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -87,6 +100,27 @@ func main() {
 		def("kill-min", func() { o.killMin = 5 * time.Second })
 		def("kill-max", func() { o.killMax = 8 * time.Second })
 		def("timeout", func() { o.timeout = 6 * time.Minute })
+		def("scale-hours", func() { scaleHours = "1" })
+		def("scale-runs", func() { o.scaleRuns = 1 })
+	}
+	o.scaleRestore = map[int]bool{}
+	for _, v := range []struct {
+		flag, s string
+		f       func(int)
+	}{{"scale-hours", scaleHours, func(h int) { o.scaleHours = append(o.scaleHours, h) }}, {"scale-restore", scaleRestore, func(h int) { o.scaleRestore[h] = true }}} {
+		for _, f := range strings.Split(v.s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			h, err := strconv.Atoi(f)
+			if err != nil || h < 1 || h > 168 {
+				fatalf("-%s: bad length %q (want 1 to 168 hours)", v.flag, f)
+			}
+			v.f(h)
+		}
+	}
+	if o.scaleRate < 1 || o.scaleRate > 10000 || o.scaleRuns < 1 || o.scaleRuns > 20 || o.scaleLongRuns < 0 || o.scaleLongRuns > 20 {
+		fatalf("-scale-rate: 1 to 10000; -scale-runs: 1 to 20; -scale-long-runs: 0 to 20")
 	}
 	for _, s := range strings.Split(rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
@@ -99,10 +133,10 @@ func main() {
 	for _, sec := range strings.Split(sections, ",") {
 		sec = strings.TrimSpace(sec)
 		switch sec {
-		case "rpo", "cost", "latency", "replay":
+		case "rpo", "cost", "latency", "replay", "scale":
 			o.sections[sec] = true
 		default:
-			fatalf("-sections: unknown section %q (want rpo, cost, latency, replay)", sec)
+			fatalf("-sections: unknown section %q (want rpo, cost, latency, replay, scale)", sec)
 		}
 	}
 	switch {
@@ -156,6 +190,7 @@ type bench struct {
 	cost    []*costRun
 	latency []*latencyRun
 	replay  *replayResult
+	scale   []*scaleChain
 	errors  []string
 }
 
@@ -196,31 +231,54 @@ func run(o options) int {
 	}{
 		{"rpo", b.measureRPO},
 		{"steady", b.measureSteady},
+		{"scale", b.measureScale},
 	}
 	for _, st := range steps {
-		if st.name == "rpo" && !o.sections["rpo"] || st.name == "steady" && !o.sections["cost"] && !o.sections["latency"] && !o.sections["replay"] {
+		if st.name == "rpo" && !o.sections["rpo"] || st.name == "steady" && !b.journalSections() || st.name == "scale" && !o.sections["scale"] {
 			continue
 		}
 		if err := st.f(ctx); err != nil {
 			if ctx.Err() != nil {
 				logf("stopped: %v (%v)", context.Cause(ctx), err)
+				if o.sections["scale"] && len(b.scale) > 0 {
+					// What was measured of the scale section, marked as cut short.
+					b.machine.LoadEnd = benchkit.LoadAvg()
+					if werr := writeScaleSection(o.out, b.scaleReport()); werr != nil {
+						logf("write %s: %v", o.out, werr)
+					}
+				}
 				return 1
 			}
 			b.fail(st.name, err)
 		}
 	}
 	b.machine.LoadEnd = benchkit.LoadAvg()
-	section := b.report(time.Since(b.started))
-	if err := writeSection(o.out, section); err != nil {
-		logf("write %s: %v", o.out, err)
-		return 1
+	if b.journalSections() || o.sections["rpo"] {
+		section := b.report(time.Since(b.started))
+		if err := writeSection(o.out, section); err != nil {
+			logf("write %s: %v", o.out, err)
+			return 1
+		}
+		logf("wrote the journal section of %s in %v", o.out, time.Since(b.started).Round(time.Second))
 	}
-	logf("wrote the journal section of %s in %v", o.out, time.Since(b.started).Round(time.Second))
+	if o.sections["scale"] {
+		b.machine.LoadEnd = benchkit.LoadAvg()
+		if err := writeScaleSection(o.out, b.scaleReport()); err != nil {
+			logf("write %s: %v", o.out, err)
+			return 1
+		}
+		logf("wrote the journal-scale section of %s in %v", o.out, time.Since(b.started).Round(time.Second))
+	}
 	if len(b.errors) > 0 {
 		logf("%d measurement(s) failed; see the report", len(b.errors))
 		return 1
 	}
 	return 0
+}
+
+// journalSections reports whether a section of the steady cluster runs.
+func (b *bench) journalSections() bool {
+	return b.opt.sections["cost"] || b.opt.sections["latency"] || b.opt.sections["replay"]
 }
 
 func (b *bench) fail(what string, err error) {
@@ -255,7 +313,14 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.eb = filepath.Join(b.tmp, "etcd-backup")
 	spawnerBin = filepath.Join(b.tmp, "spawner")
-	for pkg, out := range map[string]string{"./cmd/etcd-backup": b.eb, "./bench/spawner": spawnerBin} {
+	builds := map[string]string{"./cmd/etcd-backup": b.eb, "./bench/spawner": spawnerBin}
+	if b.opt.ebBin != "" {
+		if b.eb, err = filepath.Abs(b.opt.ebBin); err != nil {
+			return err
+		}
+		delete(builds, "./cmd/etcd-backup")
+	}
+	for pkg, out := range builds {
 		build := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
 		build.Dir = root
 		if msg, err := build.CombinedOutput(); err != nil {

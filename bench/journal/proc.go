@@ -182,6 +182,9 @@ type spawnResult struct {
 }
 
 var (
+	// measureEnv is added to the environment of measured commands (the S3
+	// credentials of the scale section).
+	measureEnv []string
 	spawnerBin string
 	spawnSeq   atomic.Int64
 )
@@ -196,7 +199,7 @@ func measure(ctx context.Context, timeout time.Duration, bin string, args ...str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, spawnerBin, append([]string{bin}, args...)...)
-	cmd.Env = append(benchkit.ChildEnv(), spawnEnv+"="+resFile)
+	cmd.Env = append(benchkit.ChildEnv(measureEnv...), spawnEnv+"="+resFile)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

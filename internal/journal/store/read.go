@@ -46,7 +46,8 @@ func NewPlan(m *format.Manifest, cov chain.Coverage, rev int64, at time.Time) *P
 
 // Prefetch bounds the concurrent reading ahead of Read.
 type Prefetch struct {
-	// Requests is how many objects are fetched at once (default 8).
+	// Requests is how many objects are fetched at once (default 16: at a
+	// 20 ms round trip, 800 objects a second, more than replay consumes).
 	Requests int
 	// Bytes bounds the stored bytes held ahead of the reader (default
 	// 64 MiB); an object larger than half of it is streamed instead when
@@ -56,7 +57,7 @@ type Prefetch struct {
 
 func (p Prefetch) norm() Prefetch {
 	if p.Requests <= 0 {
-		p.Requests = 8
+		p.Requests = 16
 	}
 	if p.Bytes <= 0 {
 		p.Bytes = 64 << 20
