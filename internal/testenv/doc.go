@@ -1,6 +1,9 @@
 // Package testenv holds helpers for tests that need real external programs:
-// finding test binaries (Bin), free loopback ports (FreePort) and a real
-// S3-compatible server (StartS3, versitygw on 127.0.0.1).
+// finding test binaries (Bin), free loopback ports (FreePort), a real
+// S3-compatible server (StartS3, versitygw on 127.0.0.1) and Azure Blob
+// Storage's emulator (StartAzurite, or SharedAzurite for one process per
+// test binary with a fresh container per test: azurite-blob on 127.0.0.1
+// with the well-known development account).
 //
 // StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
 // (use its Addr as the S3 endpoint) that injects what real object stores and
@@ -25,5 +28,5 @@
 // without import cycles (internal/embedded, internal/etcd and
 // internal/faultproxy can too, from external _test packages).
 //
-// Imports: internal/embedded, internal/etcd, internal/faultproxy, github.com/minio/minio-go/v7
+// Imports: internal/embedded, internal/etcd, internal/faultproxy, github.com/minio/minio-go/v7, github.com/Azure/azure-sdk-for-go/sdk
 package testenv
