@@ -314,7 +314,9 @@ func (c *Container) putSingle(ctx context.Context, bb *blockblob.Client, data []
 		})
 		err = classify(err)
 		if errors.Is(err, storage.ErrExists) {
-			switch visible, ours := c.owner(ctx, bb, token); {
+			switch visible, ours, oerr := c.owner(ctx, bb, token); {
+			case oerr != nil:
+				return oerr // retried: the next try asks again
 			case ours:
 				return nil
 			case !visible:
@@ -429,21 +431,22 @@ func (c *Container) putBlocks(ctx context.Context, bb *blockblob.Client, first *
 			Metadata:         map[string]*string{tokenMeta: &token},
 			AccessConditions: createOnly(),
 		})
-		if bloberror.HasCode(err, bloberror.InvalidBlockList) {
-			// Our blocks are gone: another writer committed the name
-			// (which discards every uncommitted block), or a retried
-			// commit of ours landed.
-			if c.isOurs(ctx, bb, token) {
-				return nil
-			}
-			if _, serr := bb.GetProperties(ctx, nil); serr == nil {
-				return fmt.Errorf("%w: %w", storage.ErrExists, err)
-			}
+		invalid := bloberror.HasCode(err, bloberror.InvalidBlockList)
+		err = classify(err)
+		if !invalid && !errors.Is(err, storage.ErrExists) {
 			return err
 		}
-		err = classify(err)
-		if errors.Is(err, storage.ErrExists) && c.isOurs(ctx, bb, token) {
+		// The blob exists, or our blocks are gone (another writer
+		// committed the name, which discards every uncommitted block):
+		// either way, unless a retried commit of ours landed.
+		visible, ours, oerr := c.owner(ctx, bb, token)
+		switch {
+		case oerr != nil:
+			return oerr // retried: the next try asks again
+		case ours:
 			return nil
+		case invalid && visible:
+			return fmt.Errorf("%w: %w", storage.ErrExists, err)
 		}
 		return err
 	})
@@ -453,28 +456,30 @@ func (c *Container) putBlocks(ctx context.Context, bb *blockblob.Client, first *
 	return nil
 }
 
-// isOurs reports whether the blob was written by the Put that holds token:
-// when a write's response is lost and storage.Retry sends it again, the
-// retry's If-None-Match fails on the blob the first try created.
-func (c *Container) isOurs(ctx context.Context, bb *blockblob.Client, token string) bool {
-	_, ours := c.owner(ctx, bb, token)
-	return ours
-}
-
 // owner reports whether a blob is visible under bb's name and whether it is
-// the one written by the Put that holds token. When it cannot tell, it
-// says visible and not ours.
-func (c *Container) owner(ctx context.Context, bb *blockblob.Client, token string) (visible, ours bool) {
+// the one written by the Put that holds token. A retryable error means it
+// could not tell this time; after another error it says visible and not
+// ours. When a write's response is lost and storage.Retry sends it again,
+// the retry's If-None-Match fails on the blob the first try created: the
+// Put must then recognise its own blob by token.
+func (c *Container) owner(ctx context.Context, bb *blockblob.Client, token string) (visible, ours bool, err error) {
 	p, err := bb.GetProperties(ctx, nil)
 	if err != nil {
-		return !errors.Is(classify(err), storage.ErrNotFound), false
+		err = classify(err)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return false, false, nil
+		case storage.IsRetryable(err):
+			return false, false, fmt.Errorf("check who wrote the existing blob: %w", err)
+		}
+		return true, false, nil
 	}
 	for k, v := range p.Metadata {
 		if strings.EqualFold(k, tokenMeta) && v != nil && *v == token {
-			return true, true
+			return true, true, nil
 		}
 	}
-	return true, false
+	return true, false, nil
 }
 
 // Get opens the object name for reading.
