@@ -618,6 +618,7 @@ func classify(err error) error {
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
+		err = compact(err, re)
 		code := bloberror.Code(re.ErrorCode)
 		switch {
 		case code == bloberror.BlobNotFound || code == bloberror.ContainerNotFound || code == bloberror.ResourceNotFound:
@@ -648,6 +649,35 @@ func classify(err error) error {
 	return err
 }
 
+// compact replaces the SDK's multi-line error text (headers, the XML
+// body) with one line: "GET https://host/path: 404 BlobNotFound". The
+// result still unwraps to the *azcore.ResponseError.
+func compact(err error, re *azcore.ResponseError) error {
+	if err != error(re) {
+		return err // wrapped by something else: keep its text
+	}
+	what := ""
+	if r := re.RawResponse; r != nil && r.Request != nil && r.Request.URL != nil {
+		u := *r.Request.URL
+		u.RawQuery, u.User = "", nil
+		what = r.Request.Method + " " + u.String() + ": "
+	}
+	code := re.ErrorCode
+	if code == "" {
+		code = http.StatusText(re.StatusCode)
+	}
+	return &oneLine{msg: fmt.Sprintf("%s%d %s", what, re.StatusCode, code), err: err}
+}
+
+// oneLine is an error with a shorter text than the one it wraps.
+type oneLine struct {
+	msg string
+	err error
+}
+
+func (o *oneLine) Error() string { return o.msg }
+func (o *oneLine) Unwrap() error { return o.err }
+
 // scrub removes the query (a SAS token's signature) from the URL of a
 // *url.Error in err's chain, by rebuilding the chain's top when it is one.
 func scrub(err error) error {
@@ -666,18 +696,8 @@ func scrub(err error) error {
 	}
 	// The url.Error is wrapped: keep the chain (for errors.Is/As) but make
 	// the text come from the clean copy.
-	return &scrubbed{msg: strings.ReplaceAll(err.Error(), ue.URL, clean.URL), err: err}
+	return &oneLine{msg: strings.ReplaceAll(err.Error(), ue.URL, clean.URL), err: err}
 }
-
-// scrubbed is an error whose text had a secret removed; it still unwraps
-// to the original chain.
-type scrubbed struct {
-	msg string
-	err error
-}
-
-func (s *scrubbed) Error() string { return s.msg }
-func (s *scrubbed) Unwrap() error { return s.err }
 
 // isForbidden reports a 403 from the server.
 func isForbidden(err error) bool {
