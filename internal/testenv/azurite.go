@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -171,8 +173,8 @@ func (p *azuriteProc) start() error {
 	return nil
 }
 
-// Stop kills the Azurite process and waits for it to exit; its data is
-// kept, so Start brings the same containers and blobs back. Only for
+// Stop stops the Azurite process (SIGTERM, so that it saves its metadata,
+// then SIGKILL after 10 s) and waits for it to exit; its data is kept, so Start brings the same containers and blobs back. Only for
 // servers from StartAzurite.
 func (a *Azurite) Stop() { a.proc.stop() }
 
@@ -195,8 +197,15 @@ func (p *azuriteProc) stopLocked() {
 	if p.cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
+	// Azurite saves its metadata database on an interval and when it
+	// closes: SIGTERM lets it close (and save), SIGKILL after a grace.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
 	p.cmd, p.done = nil, nil
 }
 
