@@ -149,7 +149,7 @@ func (p *azuriteProc) start() error {
 	if p.dataDir != "" {
 		args = append(args, "--location", p.dataDir)
 	} else {
-		args = append(args, "--inMemoryPersistence", "--extentMemoryLimit", "1024")
+		args = append(args, "--inMemoryPersistence")
 	}
 	cmd := exec.Command(p.bin, args...)
 	cmd.Env = azuriteEnv()
@@ -235,6 +235,13 @@ func (p *azuriteProc) newContainer(t testing.TB) *Azurite {
 	if _, err := a.Client(t).Create(ctx, nil); err != nil {
 		t.Fatalf("azurite on %s: create container %q: %v%s", a.Endpoint, a.Container, err, p.logTail())
 	}
+	// Free the container's data when the test ends: a shared, in-memory
+	// Azurite lives as long as the test binary.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = a.Client(t).Delete(ctx, nil)
+	})
 	return a
 }
 
