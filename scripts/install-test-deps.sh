@@ -9,6 +9,8 @@
 #   promtool                         Prometheus's rule checker (go install), for deploy/prometheus
 #   etcd-3.4, etcdctl-3.4            symlinks to Debian's etcd-server/etcd-client
 #   rclone                           symlink to Debian's rclone
+#   azurite-blob                     symlink to Azurite's Blob emulator, installed with
+#                                    npm into ${ETCD_BACKUP_AZURITE_DIR:-<BIN_DIR>/../azurite}
 #
 # and, through scripts/install-release-tools.sh, nfpm into .cache/tools (the
 # release test builds a .deb).
@@ -19,7 +21,8 @@
 # warm run takes well under a second.
 #
 # Needs: Go (on PATH or at /usr/local/go/bin), access to the Go module proxy,
-# and apt (as root, or via sudo) for the Debian packages.
+# Node.js 20 or later with npm and access to the npm registry (Azurite), and
+# apt (as root, or via sudo) for the Debian packages.
 set -euo pipefail
 
 ETCD_VERSIONS=(3.5.35 3.6.16 3.7.3)
@@ -32,6 +35,7 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 # Prometheus's Go module is tagged v0.3XX.Y for Prometheus 3.XX.Y.
 PROMTOOL_MODULE_VERSION=v0.316.0
 PROMTOOL_VERSION=3.16.0
+AZURITE_VERSION=3.37.0
 APT_PACKAGES=(etcd-server rclone)
 APT_OPTIONAL_PACKAGES=(etcd-client)
 
@@ -176,6 +180,33 @@ else
 		die "promtool install did not produce $PROMTOOL_MODULE_VERSION"
 fi
 
+# ---------------------------------------------------------------- Azurite
+# Azure Blob Storage emulator for the azblob backend's tests. npm installs it
+# (with the exact dependency versions of its own lock file) into a directory
+# of its own; a version stamp written after a complete install keeps warm runs
+# from touching the network.
+AZURITE_DIR=${ETCD_BACKUP_AZURITE_DIR:-$(dirname "$BIN_DIR")/azurite}
+azurite_stamp="$AZURITE_DIR/.installed-version"
+if [[ -f $azurite_stamp && $(cat "$azurite_stamp") == "$AZURITE_VERSION" &&
+	-x $AZURITE_DIR/node_modules/.bin/azurite-blob ]]; then
+	log "azurite $AZURITE_VERSION: up to date"
+else
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+		die "node and npm are needed for Azurite (Debian: apt-get install nodejs npm)"
+	node_major=$(node -p 'process.versions.node.split(".")[0]')
+	((node_major >= 20)) || die "Azurite $AZURITE_VERSION needs Node.js 20 or later, found $(node --version)"
+	log "azurite $AZURITE_VERSION: npm install into $AZURITE_DIR"
+	mkdir -p "$AZURITE_DIR"
+	rm -f "$azurite_stamp"
+	[[ -f $AZURITE_DIR/package.json ]] || printf '{"private": true}\n' >"$AZURITE_DIR/package.json"
+	npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --omit=dev --save-exact \
+		--loglevel=error "azurite@$AZURITE_VERSION" >&2
+	got=$(node -p "require('$AZURITE_DIR/node_modules/azurite/package.json').version")
+	[[ $got == "$AZURITE_VERSION" ]] || die "npm installed azurite $got, want $AZURITE_VERSION"
+	printf '%s\n' "$AZURITE_VERSION" >"$azurite_stamp"
+fi
+AZURITE_DIR=$(cd "$AZURITE_DIR" && pwd)
+
 # ---------------------------------------------------------------- Debian packages
 pkg_installed() {
 	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
@@ -260,6 +291,8 @@ link() { # link TARGET NAME
 link /usr/bin/etcd etcd-3.4
 link /usr/bin/etcdctl etcdctl-3.4
 link /usr/bin/rclone rclone
+link "$AZURITE_DIR/node_modules/.bin/azurite-blob" azurite-blob
+[[ -x $BIN_DIR/azurite-blob ]] || die "azurite-blob not found in $AZURITE_DIR/node_modules/.bin"
 [[ -x $BIN_DIR/etcd-3.4 ]] || die "Debian etcd-server did not provide /usr/bin/etcd"
 [[ -x $BIN_DIR/rclone ]] || die "rclone not found at /usr/bin/rclone"
 
@@ -285,3 +318,5 @@ report versitygw "versitygw $(versitygw_module_version)"
 report minio "minio $(minio_module_version)"
 report promtool "$(first_line "$BIN_DIR/promtool" --version)"
 report rclone "$(first_line "$BIN_DIR/rclone" version)"
+# (from the stamp: starting Node to ask azurite-blob takes seconds)
+report azurite-blob "azurite $(cat "$azurite_stamp")"

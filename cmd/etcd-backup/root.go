@@ -45,7 +45,7 @@ type Globals struct {
 }
 
 func (g *Globals) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port, rclone:remote:path")
+	fs.StringVar(&g.Repo, "repo", "", "repository URL: "+backends.Supported+" (Azure credentials: AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or a managed identity)")
 	fs.StringVar(&g.RcloneConfig, "rclone-config", "", "rclone.conf for rclone: repositories (default: rclone's own lookup, $RCLONE_CONFIG)")
 	fs.DurationVar(&g.StorageTimeout, "storage-timeout", storage.DefaultTimeout, "how long one storage operation keeps retrying once it fails (503s, dropped connections, stalls) before the command gives up with a storage error (exit 1)")
 	fs.DurationVar(&g.StorageStall, "storage-stall-timeout", storage.DefaultStall, "abandon and retry a storage request that moves no byte for this long")
@@ -132,9 +132,10 @@ Every flag can also be set in the environment as ETCD_BACKUP_<FLAG>, upper
 snake case: ETCD_BACKUP_REPO, ETCD_BACKUP_ENDPOINTS, ETCD_BACKUP_DIAL_TIMEOUT.
 
 ` + exitCodesHelp,
-		Example: `  # back up now, to a local directory and to S3
+		Example: `  # back up now, to a local directory, to S3 and to Azure Blob Storage (managed identity)
   etcd-backup snapshot --endpoints https://10.0.0.1:2379 --cacert ca.pem --cert c.pem --key c-key.pem --repo /var/backups/etcd
   etcd-backup snapshot --endpoints http://127.0.0.1:2379 --repo 's3://backups/etcd?region=eu-west-1'
+  AZURE_STORAGE_ACCOUNT=acct etcd-backup snapshot --endpoints http://127.0.0.1:2379 --repo azblob://backups/etcd
 
   # see what is there, check the newest one
   etcd-backup list --repo /var/backups/etcd

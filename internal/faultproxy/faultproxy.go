@@ -67,7 +67,7 @@ type Faults struct {
 // Stats is a snapshot of a Proxy's counters.
 type Stats struct {
 	Requests      int64            // every request received
-	ByMethod      map[string]int64 // requests per method (GET, PUT, HEAD, POST, DELETE, ...); methods not seen are absent. A GET that lists a bucket (S3 ListObjects: a list-type, prefix or delimiter query) counts as "LIST", not "GET"
+	ByMethod      map[string]int64 // requests per method (GET, PUT, HEAD, POST, DELETE, ...); methods not seen are absent. A GET that lists a bucket (S3 ListObjects: a list-type, prefix or delimiter query; Azure List Blobs: comp=list) counts as "LIST", not "GET"
 	Injected503   int64            // requests answered 503 SlowDown
 	Cut           int64            // responses whose body was cut
 	Stalled       int64            // requests that stalled
@@ -325,7 +325,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 
 	p.requests.Add(1)
 	method := r.Method
-	if q := r.URL.Query(); method == http.MethodGet && (q.Has("list-type") || q.Has("prefix") || q.Has("delimiter")) {
+	if q := r.URL.Query(); method == http.MethodGet && (q.Has("list-type") || q.Has("prefix") || q.Has("delimiter") || q.Get("comp") == "list") {
 		method = "LIST"
 	}
 	if n, ok := p.byMethod[method]; ok {

@@ -4,6 +4,11 @@
 // (StartMinIO). EachS3 runs a test once per server, so that the S3 backend
 // is proven on both; MakeLockedBucket makes a bucket with versioning and
 // Object Lock.
+// finding test binaries (Bin), free loopback ports (FreePort), a real
+// S3-compatible server (StartS3, versitygw on 127.0.0.1) and Azure Blob
+// Storage's emulator (StartAzurite, or SharedAzurite for one process per
+// test binary with a fresh container per test: azurite-blob on 127.0.0.1
+// with the well-known development account).
 //
 // StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
 // (use its Addr as the S3 endpoint) that injects what real object stores and
@@ -29,5 +34,5 @@
 // without import cycles (internal/embedded, internal/etcd and
 // internal/faultproxy can too, from external _test packages).
 //
-// Imports: internal/embedded, internal/etcd, internal/faultproxy, github.com/minio/minio-go/v7
+// Imports: internal/embedded, internal/etcd, internal/faultproxy, github.com/minio/minio-go/v7, github.com/Azure/azure-sdk-for-go/sdk
 package testenv

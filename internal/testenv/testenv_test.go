@@ -153,3 +153,40 @@ func TestMakeLockedBucket(t *testing.T) {
 	}
 	t.Logf("removing a retained version: %v", err)
 }
+
+func TestAzurite(t *testing.T) {
+	az := StartAzurite(t)
+	ctx := context.Background()
+	c := az.Client(t)
+	if _, err := c.NewBlockBlobClient("k").UploadBuffer(ctx, []byte("v"), nil); err != nil {
+		t.Fatal(err)
+	}
+	wantURL := fmt.Sprintf("azblob://%s/a/b?endpoint=http://%s/devstoreaccount1", az.Container, az.Endpoint)
+	if got := az.URL("/a/b/"); got != wantURL {
+		t.Errorf("URL = %q, want %q", got, wantURL)
+	}
+	env := strings.Join(az.Env(), " ")
+	for _, want := range []string{"AZURE_STORAGE_ACCOUNT=devstoreaccount1", "AZURE_STORAGE_KEY=" + az.Key} {
+		if !strings.Contains(env, want) {
+			t.Errorf("Env() = %q, missing %q", env, want)
+		}
+	}
+
+	// Stop makes it unreachable; Start brings back the same data.
+	az.Stop()
+	az.Stop() // idempotent
+	if conn, err := net.DialTimeout("tcp", az.Endpoint, time.Second); err == nil {
+		conn.Close()
+		t.Fatal("server still reachable after Stop")
+	}
+	az.Start(t)
+	if _, err := c.NewBlobClient("k").GetProperties(ctx, nil); err != nil {
+		t.Errorf("blob lost across Stop/Start: %v", err)
+	}
+
+	// The shared process gives each caller its own container.
+	a, b := SharedAzurite(t), SharedAzurite(t)
+	if a.Endpoint != b.Endpoint || a.Container == b.Container {
+		t.Errorf("SharedAzurite: %s/%s and %s/%s, want one process and two containers", a.Endpoint, a.Container, b.Endpoint, b.Container)
+	}
+}

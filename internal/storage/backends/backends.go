@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/azblob"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
@@ -40,7 +42,7 @@ type Options struct {
 }
 
 // Supported describes the accepted repository URL forms, for help texts.
-const Supported = "a directory path, file:///abs/path, s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true], or rclone:REMOTE:PATH"
+const Supported = "a directory path, file:///abs/path, s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true], azblob://container/prefix[?account=NAME&endpoint=https://host:port/path], or rclone:REMOTE:PATH"
 
 // schemeRE matches the scheme of an absolute URL. Windows drive letters
 // ("C:") are not schemes: a scheme here has at least two characters.
@@ -92,6 +94,14 @@ func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 			return nil, err
 		}
 		return b, nil
+	case "azblob":
+		cfg := target.azblob.FromEnv(os.Getenv)
+		cfg.Stall = opt.Retry.Stall
+		c, err := azblob.New(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
 	case "rclone":
 		cfg := target.rclone
 		cfg.ConfigFile = opt.RcloneConfig
@@ -108,7 +118,7 @@ func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 
 // CreatesMissing reports whether Open with Create makes a missing
 // repository root for rawURL (a local directory or an rclone path; never an
-// S3 bucket). It does not touch the file system or network.
+// S3 bucket or Azure container). It does not touch the file system or network.
 func CreatesMissing(rawURL string) bool {
 	kind, _, err := parse(rawURL)
 	return err == nil && (kind == "local" || kind == "rclone")
@@ -131,10 +141,11 @@ func LocalPath(rawURL string) (string, error) {
 type target struct {
 	path   string        // local
 	s3     s3.Config     // s3
+	azblob azblob.Config // azblob (no credentials: Open reads them)
 	rclone rclone.Config // rclone (Remote only)
 }
 
-// parse maps rawURL to a backend kind ("local", "s3" or "rclone") and its target,
+// parse maps rawURL to a backend kind ("local", "s3", "azblob" or "rclone") and its target,
 // without touching the file system or network.
 func parse(rawURL string) (kind string, t target, err error) {
 	if strings.TrimSpace(rawURL) == "" {
@@ -167,13 +178,25 @@ func parse(rawURL string) (kind string, t target, err error) {
 			return "", t, err
 		}
 		return "s3", target{s3: c}, nil
+	case "azblob":
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return "", t, fmt.Errorf("%w: %v (want %s)", storage.ErrBadURL, redactErr(err), Supported)
+		}
+		c, err := azblob.ParseURL(u)
+		if err != nil {
+			return "", t, err
+		}
+		return "azblob", target{azblob: c}, nil
 	case rclone.Scheme:
 		c, err := rclone.ParseURL(rawURL)
 		if err != nil {
 			return "", t, err
 		}
 		return "rclone", target{rclone: c}, nil
-	case "gs", "gcs", "azblob", "azure", "sftp", "http", "https", "swift", "b2":
+	case "azure", "az", "wasb", "wasbs", "abfs", "abfss":
+		return "", t, fmt.Errorf("%w: scheme %q: write Azure Blob Storage repositories as azblob://container/prefix; supported: %s", storage.ErrBadURL, scheme, Supported)
+	case "gs", "gcs", "sftp", "http", "https", "swift", "b2":
 		return "", t, fmt.Errorf("%w: scheme %q is not supported yet; supported: %s", storage.ErrBadURL, scheme, Supported)
 	default:
 		// The URL itself is not echoed: it may carry credentials.

@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
+	"github.com/etcd-backup/etcd-backup/internal/storage/azblob"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
@@ -62,7 +63,14 @@ func TestParse(t *testing.T) {
 		{"unknown scheme", "ftp://host/dir", `unknown scheme "ftp"`},
 		{"colon in relative path", "backups:2024", "prefix ./"},
 		{"gs not yet", "gs://bucket/p", `"gs" is not supported yet`},
-		{"azblob not yet", "azblob://container/p", `"azblob" is not supported yet`},
+		{"azure scheme", "azure://container/p", "azblob://container/prefix"},
+		{"azblob without container", "azblob:///prefix", "missing container"},
+		{"azblob bad container", "azblob://Upper_Case/p", "container name"},
+		{"azblob server as container", "azblob://127.0.0.1:10000/p", "?endpoint="},
+		{"azblob endpoint without scheme", "azblob://container/p?endpoint=host:10000", "no scheme"},
+		{"azblob endpoint with SAS", "azblob://container/p?endpoint=https://a.blob.core.windows.net/?sig=topsecret", "AZURE_STORAGE_SAS_TOKEN"},
+		{"azblob unknown parameter", "azblob://container/p?region=x", "unknown parameter"},
+		{"azblob credentials", "azblob://acct:topsecret@container/p", "AZURE_STORAGE_CONNECTION_STRING"},
 		{"rclone empty", "rclone:", "missing remote"},
 		{"rclone empty remote name", "rclone::path", `missing ":"`},
 		{"rclone empty backend", "rclone::", "empty backend name"},
@@ -154,6 +162,42 @@ func TestOpenS3(t *testing.T) {
 	missing := strings.Replace(srv.URL("p"), srv.Bucket, "missing-bucket", 1)
 	if _, err := Open(ctx, missing, Options{Create: true}); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Open(%s) = %v, want ErrNotFound (buckets are never created)", missing, err)
+	}
+}
+
+func TestOpenAzblob(t *testing.T) {
+	az := testenv.SharedAzurite(t)
+	az.SetEnv(t)
+	ctx := context.Background()
+
+	kind, tgt, err := parse(az.URL("team/etcd"))
+	if err != nil || kind != "azblob" || tgt.azblob.Container != az.Container || tgt.azblob.Prefix != "team/etcd" || tgt.azblob.Endpoint != az.ServiceURL() {
+		t.Fatalf("parse(%s) = %s %+v, %v", az.URL("team/etcd"), kind, tgt.azblob, err)
+	}
+	b, err := Open(ctx, az.URL("team/etcd"), Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", az.URL("team/etcd"), err)
+	}
+	defer b.Close()
+	if _, ok := storage.As[*azblob.Container](b); !ok {
+		t.Fatalf("Open(azblob://) = %T", b)
+	}
+	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	if loc := b.Location(); strings.Contains(loc, az.Key) || loc != az.URL("team/etcd") {
+		t.Errorf("Location() = %q, want %q", loc, az.URL("team/etcd"))
+	}
+	// The object is at the name prefix given in the URL.
+	if _, err := az.Client(t).NewBlobClient("team/etcd/x").GetProperties(ctx, nil); err != nil {
+		t.Errorf("object not stored under the URL's prefix: %v", err)
+	}
+	if CreatesMissing(az.URL("p")) {
+		t.Error("CreatesMissing(azblob://) = true: containers are never created")
+	}
+	missing := strings.Replace(az.URL("p"), az.Container, "missing-container", 1)
+	if _, err := Open(ctx, missing, Options{Create: true}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Open(%s) = %v, want ErrNotFound (containers are never created)", missing, err)
 	}
 }
 
