@@ -572,11 +572,13 @@ func (b *bench) scaleReport() string {
 			if !s.RestoreRun || len(r0.Walls) == 0 || len(r20.Walls) == 0 || medianSec(r20.Walls) <= 1.2*medianSec(r0.Walls) {
 				continue
 			}
-			// restore fetches the chain's objects 8 at a time (store.Read):
-			// at 20 ms each, GETs/8 round trips of 20 ms at least.
-			floor := float64(r20.Req.Get+r20.Req.List) / 8 * 0.020
-			p("Where the time goes (%s, %d h): restore at 20 ms takes %.2f s against %.2f s at 0 ms (%s). It makes %d GETs (%d of them journal objects) and %d LISTs; fetched 8 at a time (store.Read's prefetch), 20 ms each is at least %.1f s of round trips (the whole restore takes %.2f s at 0 ms), and the replay does not hide them. Fewer, larger objects (the roll-up rows) remove it.\n\n",
-				s.Name, ch.Hours, medianSec(r20.Walls), medianSec(r0.Walls), ratio(r20, r0), r20.Req.Get, max(r20.Req.Get-3, 0), r20.Req.List, floor, medianSec(r0.Walls))
+			// restore fetches the chain's objects store.DefaultRequests at a
+			// time (store.Read): at 20 ms each, GETs/n round trips of 20 ms
+			// at least.
+			n := store.DefaultRequests
+			floor := float64(r20.Req.Get+r20.Req.List) / float64(n) * 0.020
+			p("Where the time goes (%s, %d h): restore at 20 ms takes %.2f s against %.2f s at 0 ms (%s). It makes %d GETs (%d of them journal objects) and %d LISTs; fetched %d at a time (store.Read's prefetch), 20 ms each is at least %.1f s of round trips (the whole restore takes %.2f s at 0 ms), and the replay does not hide them. Fewer, larger objects (the roll-up rows) remove it.\n\n",
+				s.Name, ch.Hours, medianSec(r20.Walls), medianSec(r0.Walls), ratio(r20, r0), r20.Req.Get, max(r20.Req.Get-3, 0), r20.Req.List, n, floor, medianSec(r0.Walls))
 		}
 	}
 	p("Framing 1 wrote a payload and a manifest per segment (2 PUTs); `list` read every manifest (one GET each) and restore fetched each segment's manifest and payload one after the other; its row above is that pattern's arithmetic, not a measurement.\n\n")

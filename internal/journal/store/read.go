@@ -44,10 +44,14 @@ func NewPlan(m *format.Manifest, cov chain.Coverage, rev int64, at time.Time) *P
 		End: cov.End, EndTime: cov.LastTime, ClusterID: m.ClusterID}
 }
 
+// DefaultRequests is how many objects Read fetches at once by default:
+// at a 20 ms round trip, 800 objects a second, more than replay consumes.
+const DefaultRequests = 16
+
 // Prefetch bounds the concurrent reading ahead of Read.
 type Prefetch struct {
-	// Requests is how many objects are fetched at once (default 16: at a
-	// 20 ms round trip, 800 objects a second, more than replay consumes).
+	// Requests is how many objects are fetched at once (default
+	// DefaultRequests).
 	Requests int
 	// Bytes bounds the stored bytes held ahead of the reader (default
 	// 64 MiB); an object larger than half of it is streamed instead when
@@ -57,7 +61,7 @@ type Prefetch struct {
 
 func (p Prefetch) norm() Prefetch {
 	if p.Requests <= 0 {
-		p.Requests = 16
+		p.Requests = DefaultRequests
 	}
 	if p.Bytes <= 0 {
 		p.Bytes = 64 << 20
