@@ -24,12 +24,13 @@ var restricted = []string{
 	"go.etcd.io/etcd/etcdutl/v3",
 	"go.etcd.io/etcd/client/v3",
 	"github.com/minio/minio-go/v7",
+	"cloud.google.com/go/storage",
 	"github.com/prometheus/client_golang",
 }
 
 // Packages the direction rules name.
 var (
-	backendPkgs = []string{"internal/storage/local", "internal/storage/s3", "internal/storage/rclone"}
+	backendPkgs = []string{"internal/storage/local", "internal/storage/s3", "internal/storage/gcs", "internal/storage/rclone"}
 	// testPkgs are imported from _test.go files only.
 	testPkgs = []string{"internal/testenv", "internal/storage/storagetest", "internal/drill/drilltest"}
 	// serverImporters may import go.etcd.io/etcd/server/v3: etcd's own code

@@ -1,6 +1,8 @@
 // Package testenv holds helpers for tests that need real external programs:
-// finding test binaries (Bin), free loopback ports (FreePort) and a real
-// S3-compatible server (StartS3, versitygw on 127.0.0.1).
+// finding test binaries (Bin), free loopback ports (FreePort), a real
+// S3-compatible server (StartS3, versitygw on 127.0.0.1) and a Google Cloud
+// Storage emulator (StartGCS, fake-gcs-server on 127.0.0.1, spoken to with
+// plain JSON API requests: testenv does not import the GCS client).
 //
 // StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
 // (use its Addr as the S3 endpoint) that injects what real object stores and
