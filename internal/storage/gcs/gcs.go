@@ -268,20 +268,10 @@ func (b *Bucket) putSingle(ctx context.Context, key string, data []byte, token s
 func (b *Bucket) putResumable(ctx context.Context, key string, first *[]byte, r io.Reader, token string) (err error) {
 	retry, backoff := noRetry, gax.Backoff{}
 	p, steps := storage.StepPolicy(ctx)
+	var budget *chunkBudget
 	if steps {
-		retry = func(err error) bool {
-			cerr := classify(err)
-			if !storage.IsRetryable(cerr) || ctx.Err() != nil {
-				return false
-			}
-			if p.Logger != nil {
-				p.Logger.Debug("storage: retrying", "op", "upload chunk", "name", key, "error", err)
-			}
-			if p.OnRetry != nil {
-				p.OnRetry("upload chunk", cerr)
-			}
-			return true
-		}
+		budget = &chunkBudget{p: p, key: key, ctx: ctx}
+		retry = budget.retry
 		backoff = gax.Backoff{Initial: p.MinBackoff, Max: p.MaxBackoff, Multiplier: 2}
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -290,6 +280,7 @@ func (b *Bucket) putResumable(ctx context.Context, key string, first *[]byte, r 
 	w.ChunkSize = chunkSize
 	if steps {
 		w.ChunkRetryDeadline = p.Timeout
+		w.ProgressFunc = func(int64) { budget.progress() }
 	}
 	// abort ends the upload without finalising it: the context is
 	// cancelled before Close, which would otherwise send the last chunk.
@@ -304,7 +295,7 @@ func (b *Bucket) putResumable(ctx context.Context, key string, first *[]byte, r 
 	bufPool.Put(first)
 	if werr != nil {
 		abort()
-		return fmt.Errorf("upload: %w", classify(werr))
+		return fmt.Errorf("upload: %w", budget.or(classify(werr)))
 	}
 	var readErr error
 	_, cerr := io.Copy(w, readerFunc(func(p []byte) (int, error) {
@@ -320,16 +311,84 @@ func (b *Bucket) putResumable(ctx context.Context, key string, first *[]byte, r 
 		return fmt.Errorf("read: %w", readErr)
 	case cerr != nil:
 		abort()
-		return fmt.Errorf("upload: %w", classify(cerr))
+		return fmt.Errorf("upload: %w", budget.or(classify(cerr)))
 	}
 	if err := w.Close(); err != nil {
 		err = classify(err)
 		if errors.Is(err, storage.ErrExists) && b.isOurs(ctx, key, token) {
 			return nil
 		}
-		return fmt.Errorf("upload: %w", err)
+		return fmt.Errorf("upload: %w", budget.or(err))
 	}
 	return nil
+}
+
+// chunkBudget decides, for the GCS client, whether to resend a request of
+// a resumable upload (starting the session, or a chunk) as storage.Retry
+// would: transient errors only, until Policy.Timeout has passed since the
+// first failure after the upload last made progress.
+type chunkBudget struct {
+	p   storage.Policy
+	key string
+	ctx context.Context
+
+	mu    sync.Mutex
+	since time.Time // first failure since the last progress
+	tries int       // failures since then
+	gave  bool      // the budget ran out
+}
+
+func (c *chunkBudget) retry(err error) bool {
+	cerr := classify(err)
+	if !storage.IsRetryable(cerr) || c.ctx.Err() != nil {
+		return false
+	}
+	c.mu.Lock()
+	now := time.Now()
+	if c.tries == 0 {
+		c.since = now
+	}
+	c.tries++
+	if now.Sub(c.since) > c.p.Timeout {
+		c.gave = true
+		c.mu.Unlock()
+		if c.p.Logger != nil {
+			c.p.Logger.Warn("storage: giving up", "op", "upload chunk", "name", c.key, "tries", c.tries, "error", err)
+		}
+		if c.p.OnGiveUp != nil {
+			c.p.OnGiveUp("upload chunk")
+		}
+		return false
+	}
+	c.mu.Unlock()
+	if c.p.Logger != nil {
+		c.p.Logger.Debug("storage: retrying", "op", "upload chunk", "name", c.key, "error", err)
+	}
+	if c.p.OnRetry != nil {
+		c.p.OnRetry("upload chunk", cerr)
+	}
+	return true
+}
+
+// progress starts a new budget: a chunk was stored.
+func (c *chunkBudget) progress() {
+	c.mu.Lock()
+	c.tries, c.since = 0, time.Time{}
+	c.mu.Unlock()
+}
+
+// or returns err, or, when the budget ran out, the upload's failure as a
+// *storage.GiveUpError (ErrUnavailable) with err as its last error.
+func (c *chunkBudget) or(err error) error {
+	if c == nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.gave {
+		return err
+	}
+	return &storage.GiveUpError{Op: "upload chunk", Name: c.key, Tries: c.tries, For: time.Since(c.since), Last: err.Error()}
 }
 
 type readerFunc func(p []byte) (int, error)
