@@ -39,7 +39,7 @@ type Globals struct {
 }
 
 func (g *Globals) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port, rclone:remote:path")
+	fs.StringVar(&g.Repo, "repo", "", "repository URL: /path, file:///path, s3://bucket/prefix?region=R&endpoint=http://host:port, gs://bucket/prefix[?endpoint=http://host:port], rclone:remote:path")
 	fs.StringVar(&g.RcloneConfig, "rclone-config", "", "rclone.conf for rclone: repositories (default: rclone's own lookup, $RCLONE_CONFIG)")
 	fs.DurationVar(&g.StorageTimeout, "storage-timeout", storage.DefaultTimeout, "how long one storage operation keeps retrying once it fails (503s, dropped connections, stalls) before the command gives up with a storage error (exit 1)")
 	fs.DurationVar(&g.StorageStall, "storage-stall-timeout", storage.DefaultStall, "abandon and retry a storage request that moves no byte for this long")
