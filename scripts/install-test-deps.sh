@@ -6,6 +6,7 @@
 #                                    tools/etcd/vX modules (see tools/README.md)
 #   versitygw                        S3 gateway (go install)
 #   minio                            MinIO server, the second S3 server (go install)
+#   fake-gcs-server                  Google Cloud Storage emulator (go install)
 #   promtool                         Prometheus's rule checker (go install), for deploy/prometheus
 #   etcd-3.4, etcdctl-3.4            symlinks to Debian's etcd-server/etcd-client
 #   rclone                           symlink to Debian's rclone
@@ -32,6 +33,7 @@ VERSITYGW_VERSION=v1.8.0
 # resolved to (the commit of 2026-02-12). Keep in step with
 # internal/testenv.MinIOVersion.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+FAKE_GCS_VERSION=v1.56.1
 # Prometheus's Go module is tagged v0.3XX.Y for Prometheus 3.XX.Y.
 PROMTOOL_MODULE_VERSION=v0.316.0
 PROMTOOL_VERSION=3.16.0
@@ -156,6 +158,23 @@ else
 	GOBIN="$BIN_DIR" go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
 	[[ $(minio_module_version) == "$MINIO_VERSION" ]] ||
 		die "minio install did not produce $MINIO_VERSION"
+fi
+# ---------------------------------------------------------------- fake-gcs-server
+fake_gcs_module_version() {
+	#   <tab>mod<tab>github.com/fsouza/fake-gcs-server<tab>v1.56.1<tab>h1:...
+	[[ -x $BIN_DIR/fake-gcs-server ]] || return 0
+	go version -m "$BIN_DIR/fake-gcs-server" 2>/dev/null |
+		awk '$1 == "mod" && $2 == "github.com/fsouza/fake-gcs-server" { print $3 }'
+}
+if [[ $(fake_gcs_module_version) == "$FAKE_GCS_VERSION" ]]; then
+	log "fake-gcs-server $FAKE_GCS_VERSION: up to date"
+else
+	# A cold build (downloads included) takes about 90 s of CPU.
+	log "fake-gcs-server $FAKE_GCS_VERSION: go install"
+	GOBIN="$BIN_DIR" go install -trimpath \
+		"github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"
+	[[ $(fake_gcs_module_version) == "$FAKE_GCS_VERSION" ]] ||
+		die "fake-gcs-server install did not produce $FAKE_GCS_VERSION"
 fi
 
 # ---------------------------------------------------------------- promtool
@@ -316,6 +335,7 @@ if [[ -e $BIN_DIR/etcdctl-3.4 ]]; then
 fi
 report versitygw "versitygw $(versitygw_module_version)"
 report minio "minio $(minio_module_version)"
+report fake-gcs-server "fake-gcs-server $(fake_gcs_module_version)"
 report promtool "$(first_line "$BIN_DIR/promtool" --version)"
 report rclone "$(first_line "$BIN_DIR/rclone" version)"
 # (from the stamp: starting Node to ask azurite-blob takes seconds)

@@ -25,12 +25,13 @@ var restricted = []string{
 	"go.etcd.io/etcd/client/v3",
 	"github.com/minio/minio-go/v7",
 	"github.com/Azure/azure-sdk-for-go/sdk",
+	"cloud.google.com/go/storage",
 	"github.com/prometheus/client_golang",
 }
 
 // Packages the direction rules name.
 var (
-	backendPkgs = []string{"internal/storage/local", "internal/storage/s3", "internal/storage/azblob", "internal/storage/rclone"}
+	backendPkgs = []string{"internal/storage/local", "internal/storage/s3", "internal/storage/azblob", "internal/storage/gcs", "internal/storage/rclone"}
 	// testPkgs are imported from _test.go files only.
 	testPkgs = []string{"internal/testenv", "internal/storage/storagetest", "internal/drill/drilltest"}
 	// serverImporters may import go.etcd.io/etcd/server/v3: etcd's own code

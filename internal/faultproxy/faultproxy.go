@@ -36,6 +36,13 @@ type Faults struct {
 	// counted. A body of unknown length (chunked) is cut within its first
 	// 64 KiB, or just before its end when it is shorter.
 	CutBody float64
+	// CutGETOnly limits CutBody to the responses of GET requests (downloads
+	// and listings), sparing the answers to uploads. fake-gcs-server needs
+	// it: it appends every chunk of a resumable upload it receives without
+	// looking at the chunk's offset, so a chunk the client resends after
+	// losing the answer would be stored twice, where GCS itself keeps the
+	// bytes it already has.
+	CutGETOnly bool
 	// Stall is the share of requests that stall: the proxy reads the request
 	// (body included), sends nothing and holds the connection open until
 	// StallFor passes, the client goes away or the proxy closes; then it
@@ -360,7 +367,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		abort(w)
 		return
 	}
-	st := &reqState{cutArmed: d.rCut < d.f.CutBody, cutWhere: d.rWhere, cutAt: -1}
+	st := &reqState{cutArmed: d.rCut < d.f.CutBody && (!d.f.CutGETOnly || r.Method == http.MethodGet), cutWhere: d.rWhere, cutAt: -1}
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	out.Body = body
 	if d.f.StripIfNoneMatch && d.creds != nil && r.Header.Get("If-None-Match") != "" {

@@ -214,6 +214,20 @@ func Retry(ctx context.Context, what string, step func(ctx context.Context) erro
 	}
 }
 
+// StepPolicy returns the policy under which Retry would retry a backend's
+// replayable steps in ctx, and false when Retry would run a step once
+// (outside a Wrap, or inside an operation Wrap retries as a whole). It is
+// for backends whose client library resends a step itself (the GCS client
+// resends a chunk of a resumable upload from its buffer): they configure
+// that library's retries from it, so that one budget still governs.
+func StepPolicy(ctx context.Context) (Policy, bool) {
+	p, ok := ctx.Value(policyKey{}).(Policy)
+	if !ok || ctx.Value(inRetryKey{}) != nil {
+		return Policy{}, false
+	}
+	return p, true
+}
+
 // errStalled is the cause of a try abandoned for moving no byte.
 var errStalled = errors.New("no progress")
 

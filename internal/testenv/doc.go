@@ -1,14 +1,14 @@
 // Package testenv holds helpers for tests that need real external programs:
-// finding test binaries (Bin), free loopback ports (FreePort) and real
+// finding test binaries (Bin), free loopback ports (FreePort), real
 // S3-compatible servers on 127.0.0.1: versitygw (StartS3) and MinIO
-// (StartMinIO). EachS3 runs a test once per server, so that the S3 backend
-// is proven on both; MakeLockedBucket makes a bucket with versioning and
-// Object Lock.
-// finding test binaries (Bin), free loopback ports (FreePort), a real
-// S3-compatible server (StartS3, versitygw on 127.0.0.1) and Azure Blob
-// Storage's emulator (StartAzurite, or SharedAzurite for one process per
-// test binary with a fresh container per test: azurite-blob on 127.0.0.1
-// with the well-known development account).
+// (StartMinIO) — EachS3 runs a test once per server, so that the S3 backend
+// is proven on both, and MakeLockedBucket makes a bucket with versioning and
+// Object Lock —, a Google Cloud Storage emulator (StartGCS, fake-gcs-server
+// on 127.0.0.1, spoken to with plain JSON API requests: testenv does not
+// import the GCS client), and Azure Blob Storage's emulator (StartAzurite,
+// or SharedAzurite for one process per test binary with a fresh container
+// per test: azurite-blob on 127.0.0.1 with the well-known development
+// account).
 //
 // StartFaultProxy puts a reverse proxy on 127.0.0.1 in front of such a server
 // (use its Addr as the S3 endpoint) that injects what real object stores and

@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/azblob"
+	"github.com/etcd-backup/etcd-backup/internal/storage/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
@@ -20,7 +21,7 @@ import (
 type Options struct {
 	// Create makes a missing local repository directory (snapshot does;
 	// list and restore do not, so that a typo is reported as not found).
-	// Buckets are never created by the s3 backend; for rclone: URLs the
+	// Buckets are never created by the s3 and gs backends; for rclone: URLs the
 	// remote's own configuration decides (no_check_bucket).
 	Create bool
 	// RcloneConfig is the rclone config file for rclone: URLs (rclone's
@@ -42,7 +43,7 @@ type Options struct {
 }
 
 // Supported describes the accepted repository URL forms, for help texts.
-const Supported = "a directory path, file:///abs/path, s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true], azblob://container/prefix[?account=NAME&endpoint=https://host:port/path], or rclone:REMOTE:PATH"
+const Supported = "a directory path, file:///abs/path, s3://bucket/prefix[?region=R&endpoint=https://host:port&path-style=true], gs://bucket/prefix[?endpoint=http://host:port], azblob://container/prefix[?account=NAME&endpoint=https://host:port/path], or rclone:REMOTE:PATH"
 
 // schemeRE matches the scheme of an absolute URL. Windows drive letters
 // ("C:") are not schemes: a scheme here has at least two characters.
@@ -102,6 +103,14 @@ func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 			return nil, err
 		}
 		return c, nil
+	case "gs":
+		cfg := target.gs
+		cfg.Stall = opt.Retry.Stall
+		b, err := gcs.New(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	case "rclone":
 		cfg := target.rclone
 		cfg.ConfigFile = opt.RcloneConfig
@@ -118,7 +127,7 @@ func open(ctx context.Context, rawURL string, opt Options) (storage.Backend, err
 
 // CreatesMissing reports whether Open with Create makes a missing
 // repository root for rawURL (a local directory or an rclone path; never an
-// S3 bucket or Azure container). It does not touch the file system or network.
+// S3 or GCS bucket or Azure container). It does not touch the file system or network.
 func CreatesMissing(rawURL string) bool {
 	kind, _, err := parse(rawURL)
 	return err == nil && (kind == "local" || kind == "rclone")
@@ -142,10 +151,11 @@ type target struct {
 	path   string        // local
 	s3     s3.Config     // s3
 	azblob azblob.Config // azblob (no credentials: Open reads them)
+	gs     gcs.Config    // gs
 	rclone rclone.Config // rclone (Remote only)
 }
 
-// parse maps rawURL to a backend kind ("local", "s3", "azblob" or "rclone") and its target,
+// parse maps rawURL to a backend kind ("local", "s3", "gs", "azblob" or "rclone") and its target,
 // without touching the file system or network.
 func parse(rawURL string) (kind string, t target, err error) {
 	if strings.TrimSpace(rawURL) == "" {
@@ -188,6 +198,18 @@ func parse(rawURL string) (kind string, t target, err error) {
 			return "", t, err
 		}
 		return "azblob", target{azblob: c}, nil
+	case "gs":
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return "", t, fmt.Errorf("%w: %v (want %s)", storage.ErrBadURL, redactErr(err), Supported)
+		}
+		c, err := gcs.ParseURL(u)
+		if err != nil {
+			return "", t, err
+		}
+		return "gs", target{gs: c}, nil
+	case "gcs":
+		return "", t, fmt.Errorf("%w: scheme %q: Google Cloud Storage URLs are written gs://bucket/prefix", storage.ErrBadURL, scheme)
 	case rclone.Scheme:
 		c, err := rclone.ParseURL(rawURL)
 		if err != nil {
@@ -196,7 +218,7 @@ func parse(rawURL string) (kind string, t target, err error) {
 		return "rclone", target{rclone: c}, nil
 	case "azure", "az", "wasb", "wasbs", "abfs", "abfss":
 		return "", t, fmt.Errorf("%w: scheme %q: write Azure Blob Storage repositories as azblob://container/prefix; supported: %s", storage.ErrBadURL, scheme, Supported)
-	case "gs", "gcs", "sftp", "http", "https", "swift", "b2":
+	case "sftp", "http", "https", "swift", "b2":
 		return "", t, fmt.Errorf("%w: scheme %q is not supported yet; supported: %s", storage.ErrBadURL, scheme, Supported)
 	default:
 		// The URL itself is not echoed: it may carry credentials.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/storage"
 	"github.com/etcd-backup/etcd-backup/internal/storage/azblob"
+	"github.com/etcd-backup/etcd-backup/internal/storage/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/storage/local"
 	"github.com/etcd-backup/etcd-backup/internal/storage/rclone"
 	"github.com/etcd-backup/etcd-backup/internal/storage/s3"
@@ -24,7 +25,8 @@ func TestParse(t *testing.T) {
 		kind   string
 		path   string    // local
 		s3     s3.Config // s3
-		rclone string    // rclone: Config.Remote
+		gs     gcs.Config
+		rclone string // rclone: Config.Remote
 	}{
 		{in: "/var/backups/etcd", kind: "local", path: "/var/backups/etcd"},
 		{in: "backups", kind: "local", path: "backups"},
@@ -40,6 +42,8 @@ func TestParse(t *testing.T) {
 			s3: s3.Config{Bucket: "bucket", Prefix: "a/b", Region: "R", Endpoint: "host:9000", PathStyle: true}},
 		{in: "s3://bucket?endpoint=https://s3.example.com", kind: "s3",
 			s3: s3.Config{Bucket: "bucket", Endpoint: "s3.example.com", Secure: true, PathStyle: true}},
+		{in: "gs://bucket/a/b", kind: "gs", gs: gcs.Config{Bucket: "bucket", Prefix: "a/b"}},
+		{in: "GS://bucket?endpoint=http://127.0.0.1:4443", kind: "gs", gs: gcs.Config{Bucket: "bucket", Endpoint: "http://127.0.0.1:4443"}},
 		{in: "rclone:remote:path", kind: "rclone", rclone: "remote:path"},
 		{in: "rclone:s3remote:bucket/etcd", kind: "rclone", rclone: "s3remote:bucket/etcd"},
 		{in: "RCLONE:gdrive:", kind: "rclone", rclone: "gdrive:"},
@@ -52,7 +56,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("parse(%q): %v", tc.in, err)
 			continue
 		}
-		if kind != tc.kind || got.path != tc.path || got.s3 != tc.s3 || got.rclone.Remote != tc.rclone {
+		if kind != tc.kind || got.path != tc.path || got.s3 != tc.s3 || got.gs != tc.gs || got.rclone.Remote != tc.rclone {
 			t.Errorf("parse(%q) = %s %+v, want %s path=%q s3=%+v rclone=%q", tc.in, kind, got, tc.kind, tc.path, tc.s3, tc.rclone)
 		}
 	}
@@ -62,7 +66,6 @@ func TestParse(t *testing.T) {
 		{"blank", "  ", "empty repository URL"},
 		{"unknown scheme", "ftp://host/dir", `unknown scheme "ftp"`},
 		{"colon in relative path", "backups:2024", "prefix ./"},
-		{"gs not yet", "gs://bucket/p", `"gs" is not supported yet`},
 		{"azure scheme", "azure://container/p", "azblob://container/prefix"},
 		{"azblob without container", "azblob:///prefix", "missing container"},
 		{"azblob bad container", "azblob://Upper_Case/p", "container name"},
@@ -71,6 +74,10 @@ func TestParse(t *testing.T) {
 		{"azblob endpoint with SAS", "azblob://container/p?endpoint=https://a.blob.core.windows.net/?sig=topsecret", "AZURE_STORAGE_SAS_TOKEN"},
 		{"azblob unknown parameter", "azblob://container/p?region=x", "unknown parameter"},
 		{"azblob credentials", "azblob://acct:topsecret@container/p", "AZURE_STORAGE_CONNECTION_STRING"},
+		{"gcs scheme", "gcs://bucket/p", "gs://bucket/prefix"},
+		{"gs without bucket", "gs:///prefix", "missing bucket"},
+		{"gs credentials", "gs://user:topsecret@bucket/p", "Application Default Credentials"},
+		{"gs unknown parameter", "gs://bucket/p?region=x", "unknown parameter"},
 		{"rclone empty", "rclone:", "missing remote"},
 		{"rclone empty remote name", "rclone::path", `missing ":"`},
 		{"rclone empty backend", "rclone::", "empty backend name"},
@@ -265,5 +272,36 @@ func TestOpenWraps(t *testing.T) {
 	}
 	if err := b.Put(t.Context(), "../escape", strings.NewReader("x")); err == nil {
 		t.Fatal("Put of ../escape succeeded")
+	}
+}
+
+func TestOpenGCS(t *testing.T) {
+	srv := testenv.StartGCS(t)
+	ctx := context.Background()
+
+	b, err := Open(ctx, srv.URL("team/etcd"), Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", srv.URL("team/etcd"), err)
+	}
+	defer b.Close()
+	if _, ok := storage.As[*gcs.Bucket](b); !ok {
+		t.Fatalf("Open(gs://) = %T", b)
+	}
+	if err := b.Put(ctx, "x", strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	if loc := b.Location(); loc != srv.URL("team/etcd") {
+		t.Errorf("Location() = %q, want %q", loc, srv.URL("team/etcd"))
+	}
+	// The object is at the prefix given in the URL.
+	if !srv.ObjectExists(t, "team/etcd/x") {
+		t.Error("object not stored under the URL's prefix")
+	}
+	if CreatesMissing(srv.URL("p")) {
+		t.Error("CreatesMissing(gs://) = true")
+	}
+	missing := strings.Replace(srv.URL("p"), srv.Bucket, "missing-bucket", 1)
+	if _, err := Open(ctx, missing, Options{Create: true}); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Open(%s) = %v, want ErrNotFound (buckets are never created)", missing, err)
 	}
 }
