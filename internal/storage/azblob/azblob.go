@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -275,7 +273,7 @@ func (c *Container) put(ctx context.Context, name string, r io.Reader) error {
 	}
 
 	first := bufPool.Get().(*[]byte)
-	n, err := io.ReadFull(ctxReader{ctx, r}, *first)
+	n, err := io.ReadFull(storage.ContextReader{Ctx: ctx, R: r}, *first)
 	token := newToken()
 	switch {
 	case err == nil:
@@ -402,7 +400,7 @@ func (c *Container) putBlocks(ctx context.Context, bb *blockblob.Client, first *
 			break
 		}
 		buf := <-free
-		n, err := io.ReadFull(ctxReader{uctx, r}, *buf)
+		n, err := io.ReadFull(storage.ContextReader{Ctx: uctx, R: r}, *buf)
 		if err == io.EOF {
 			free <- buf
 			break
@@ -635,7 +633,7 @@ func classify(err error) error {
 		}
 		return err
 	}
-	if isPermanentNetErr(err) {
+	if storage.IsPermanentNetErr(err) {
 		return err
 	}
 	var netErr net.Error // includes *url.Error from the HTTP client
@@ -703,41 +701,4 @@ func scrub(err error) error {
 func isForbidden(err error) bool {
 	var re *azcore.ResponseError
 	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
-}
-
-// isPermanentNetErr reports transport errors that retrying cannot fix: TLS
-// certificate problems, a TLS client talking to a plain-HTTP server, and
-// unknown host names.
-func isPermanentNetErr(err error) bool {
-	var (
-		verifyErr   *tls.CertificateVerificationError
-		unknownAuth x509.UnknownAuthorityError
-		hostErr     x509.HostnameError
-		invalidCert x509.CertificateInvalidError
-		recordErr   tls.RecordHeaderError
-		dnsErr      *net.DNSError
-	)
-	switch {
-	case errors.As(err, &verifyErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
-		errors.As(err, &invalidCert), errors.As(err, &recordErr):
-		return true
-	case errors.As(err, &dnsErr):
-		return dnsErr.IsNotFound
-	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return true
-	}
-	return false
-}
-
-// ctxReader stops reading when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -3,8 +3,6 @@ package gcs
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -188,7 +186,7 @@ func (b *Bucket) put(ctx context.Context, name string, r io.Reader) error {
 	key := b.key(name)
 	token := newToken()
 	buf := bufPool.Get().(*[]byte)
-	n, err := io.ReadFull(ctxReader{ctx, r}, *buf)
+	n, err := io.ReadFull(storage.ContextReader{Ctx: ctx, R: r}, *buf)
 	switch err {
 	case io.EOF, io.ErrUnexpectedEOF: // fits in one request
 		err = b.putSingle(ctx, key, (*buf)[:n], token)
@@ -299,7 +297,7 @@ func (b *Bucket) putResumable(ctx context.Context, key string, first *[]byte, r 
 	}
 	var readErr error
 	_, cerr := io.Copy(w, readerFunc(func(p []byte) (int, error) {
-		n, err := ctxReader{ctx, r}.Read(p)
+		n, err := storage.ContextReader{Ctx: ctx, R: r}.Read(p)
 		if err != nil && err != io.EOF {
 			readErr = err
 		}
@@ -530,7 +528,7 @@ func classify(err error) error {
 		}
 		return err
 	}
-	if isPermanentNetErr(err) {
+	if storage.IsPermanentNetErr(err) {
 		return err
 	}
 	var netErr net.Error // includes *url.Error from the HTTP client
@@ -543,41 +541,4 @@ func classify(err error) error {
 		return storage.Retryable(err)
 	}
 	return err
-}
-
-// isPermanentNetErr reports transport errors that retrying cannot fix: TLS
-// certificate problems, a TLS client talking to a plain-HTTP server, and
-// unknown host names.
-func isPermanentNetErr(err error) bool {
-	var (
-		verifyErr   *tls.CertificateVerificationError
-		unknownAuth x509.UnknownAuthorityError
-		hostErr     x509.HostnameError
-		invalidCert x509.CertificateInvalidError
-		recordErr   tls.RecordHeaderError
-		dnsErr      *net.DNSError
-	)
-	switch {
-	case errors.As(err, &verifyErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
-		errors.As(err, &invalidCert), errors.As(err, &recordErr):
-		return true
-	case errors.As(err, &dnsErr):
-		return dnsErr.IsNotFound
-	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return true
-	}
-	return false
-}
-
-// ctxReader stops reading when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

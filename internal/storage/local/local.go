@@ -104,7 +104,7 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader) (err error) {
 		}
 	}()
 
-	if _, err := io.CopyBuffer(writerOnly{f}, ctxReader{ctx, r}, make([]byte, copyBufSize)); err != nil {
+	if _, err := io.CopyBuffer(writerOnly{f}, storage.ContextReader{Ctx: ctx, R: r}, make([]byte, copyBufSize)); err != nil {
 		return fmt.Errorf("local put %q: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -411,16 +411,3 @@ const copyBufSize = 256 << 10
 
 // writerOnly hides (*os.File).ReadFrom so that io.CopyBuffer uses our buffer.
 type writerOnly struct{ io.Writer }
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -197,7 +195,7 @@ func (b *Bucket) put(ctx context.Context, name string, r io.Reader) error {
 
 	token := newToken()
 	buf := bufPool.Get().(*[]byte)
-	n, err := io.ReadFull(ctxReader{ctx, r}, *buf)
+	n, err := io.ReadFull(storage.ContextReader{Ctx: ctx, R: r}, *buf)
 	switch err {
 	case io.EOF, io.ErrUnexpectedEOF: // fits in one part
 		err = b.putSingle(ctx, key, (*buf)[:n], token)
@@ -452,7 +450,7 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, first *[]byte, r 
 			break
 		}
 		buf := <-free
-		n, err := io.ReadFull(ctxReader{uctx, r}, *buf)
+		n, err := io.ReadFull(storage.ContextReader{Ctx: uctx, R: r}, *buf)
 		if err == io.EOF {
 			free <- buf
 			break
@@ -627,7 +625,7 @@ func classify(err error) error {
 		}
 		return err
 	}
-	if isPermanentNetErr(err) {
+	if storage.IsPermanentNetErr(err) {
 		return err
 	}
 	var netErr net.Error // includes *url.Error from the HTTP client
@@ -645,41 +643,4 @@ func classify(err error) error {
 func isAccessDenied(err error) bool {
 	var resp minio.ErrorResponse
 	return errors.As(err, &resp) && (resp.Code == "AccessDenied" || resp.StatusCode == http.StatusForbidden)
-}
-
-// isPermanentNetErr reports transport errors that retrying cannot fix: TLS
-// certificate problems, a TLS client talking to a plain-HTTP server, and
-// unknown host names.
-func isPermanentNetErr(err error) bool {
-	var (
-		verifyErr   *tls.CertificateVerificationError
-		unknownAuth x509.UnknownAuthorityError
-		hostErr     x509.HostnameError
-		invalidCert x509.CertificateInvalidError
-		recordErr   tls.RecordHeaderError
-		dnsErr      *net.DNSError
-	)
-	switch {
-	case errors.As(err, &verifyErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
-		errors.As(err, &invalidCert), errors.As(err, &recordErr):
-		return true
-	case errors.As(err, &dnsErr):
-		return dnsErr.IsNotFound
-	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return true
-	}
-	return false
-}
-
-// ctxReader stops reading when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
