@@ -155,23 +155,10 @@ func Plan(base int64, objs []chain.Object, opt Options) [][]chain.Object {
 func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Options) (Result, error) {
 	opt = opt.norm()
 	var res Result
-	l, err := st.List(ctx, base.ID)
+	kept, removed, err := removeSettled(ctx, st, base.ID, opt.Settle)
+	res.Removed += removed
 	if err != nil {
 		return res, err
-	}
-	var kept []chain.Object
-	gone := map[string]bool{}
-	for _, x := range settled(l.Objects, opt.Settle) {
-		if err := st.Remove(ctx, base.ID, x); err != nil {
-			return res, err
-		}
-		gone[x.Name] = true
-		res.Removed++
-	}
-	for _, x := range l.Objects {
-		if !gone[x.Name] {
-			kept = append(kept, x)
-		}
 	}
 	for _, run := range Plan(base.Revision, kept, opt) {
 		local := opt.Local != nil && opt.Local.Has(run[0].Start, run[len(run)-1].End)
@@ -194,12 +181,36 @@ func Run(ctx context.Context, st *store.Store, base *format.Manifest, opt Option
 			"start_revision", o.Start, "end_revision", o.End, "stored_bytes", o.Size)
 	}
 	if opt.Settle < 0 && res.Pending {
-		more, err := Run(ctx, st, base, Options{Settle: -1, Closed: true, MaxBytes: 1, Now: opt.Now, Logger: opt.Logger})
-		res.Removed += more.Removed
+		// Nothing to wait for: the pieces go now.
+		_, removed, err := removeSettled(ctx, st, base.ID, opt.Settle)
+		res.Removed += removed
 		res.Pending = false
 		return res, err
 	}
 	return res, nil
+}
+
+// removeSettled lists the chain, removes its settled redundant objects and
+// returns the ones left.
+func removeSettled(ctx context.Context, st *store.Store, chainID string, settle time.Duration) ([]chain.Object, int, error) {
+	l, err := st.List(ctx, chainID)
+	if err != nil {
+		return nil, 0, err
+	}
+	gone := map[string]bool{}
+	for _, x := range settled(l.Objects, settle) {
+		if err := st.Remove(ctx, chainID, x); err != nil {
+			return nil, len(gone), err
+		}
+		gone[x.Name] = true
+	}
+	var kept []chain.Object
+	for _, x := range l.Objects {
+		if !gone[x.Name] {
+			kept = append(kept, x)
+		}
+	}
+	return kept, len(gone), nil
 }
 
 // settled returns the redundant objects of objs (chain.Redundant) that an
