@@ -164,8 +164,8 @@ func runRestore(ctx context.Context, g *Globals, o *restoreOptions, ref string) 
 			fmt.Fprintf(g.stdout, "note: %s\n", jp.Note)
 		}
 	}
-	fmt.Fprintf(g.stdout, "restored backup %s (revision %d, %d keys) into %s as member %s\n",
-		m.ID, res.Revision, res.Keys, res.DataDir, plan.Name)
+	fmt.Fprintf(g.stdout, "restored backup %s (revision %d) into %s as member %s\n",
+		m.ID, res.Revision, res.DataDir, plan.Name)
 	fmt.Fprintf(g.stdout, "start etcd with: etcd %s\n", strings.Join(plan.EtcdFlags(), " "))
 	return nil
 }

@@ -98,6 +98,9 @@ func runRestoreCluster(ctx context.Context, g *Globals, o *restoreClusterOptions
 	if o.MarkCompacted && o.Bump == 0 {
 		return usagef("--mark-compacted needs --bump-revision N")
 	}
+	if o.Bump > 0 && !o.MarkCompacted {
+		return usagef("--bump-revision needs --mark-compacted (etcd bumps only a revision it marks compacted, so watchers re-list)")
+	}
 	if o.ToRev < 0 {
 		return usagef("--to-revision must be a positive revision")
 	}

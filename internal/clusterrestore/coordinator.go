@@ -8,12 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"filippo.io/age"
 
+	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
 	"github.com/etcd-backup/etcd-backup/internal/restore"
@@ -227,17 +229,21 @@ func publish(ctx context.Context, r *repo.Repo, o *Order, m *format.Manifest, jp
 		return err
 	}
 	defer os.RemoveAll(dir)
-	prep, err := restore.Prepare(ctx, r, m, dir, restore.Options{Identities: req.Identities, Logger: log, Journal: jplan})
+	prep, err := restore.Prepare(ctx, r, m, filepath.Join(dir, "data"), restore.Options{Identities: req.Identities, Logger: log, Journal: jplan})
 	if err != nil {
 		return err
 	}
-	if prep.Bare {
-		if err := appendTrailer(prep.Path); err != nil {
-			return err
-		}
+	db := datadir.DBPath(prep.Dir)
+	rev, err := datadir.Revision(db)
+	if err != nil {
+		return fmt.Errorf("%w: prepared database: %v", format.ErrIntegrity, err)
 	}
-	o.Revision = prep.Info.Revision + int64(req.RevisionBump)
-	f, err := os.Open(prep.Path)
+	// Every member checks etcd's trailer of what it downloads.
+	if err := appendTrailer(db); err != nil {
+		return err
+	}
+	o.Revision = rev + int64(req.RevisionBump)
+	f, err := os.Open(db)
 	if err != nil {
 		return err
 	}
@@ -262,7 +268,7 @@ func publish(ctx context.Context, r *repo.Repo, o *Order, m *format.Manifest, jp
 		pw.CloseWithError(err)
 		done <- res
 	}()
-	log.Info("uploading the prepared database for every member", "order", o.ID, "revision", o.Revision, "keys", prep.Info.TotalKeys)
+	log.Info("uploading the prepared database for every member", "order", o.ID, "revision", o.Revision)
 	if err := r.Backend().Put(ctx, r.OrderObject(o.ID, BundleBase), pr); err != nil {
 		pr.CloseWithError(err)
 		<-done
@@ -275,7 +281,7 @@ func publish(ctx context.Context, r *repo.Repo, o *Order, m *format.Manifest, jp
 	sums := res.sums
 	o.Bundle = &format.Manifest{
 		FormatVersion: format.Version, Kind: format.KindSnapshot, ID: o.ID, Cluster: r.Cluster(),
-		ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Revision: prep.Info.Revision, Created: time.Now().UTC(),
+		ClusterID: m.ClusterID, EtcdVersion: m.EtcdVersion, Revision: rev, Created: time.Now().UTC(),
 		Payload: BundleBase, RawSize: sums.RawSize, RawSHA256: sums.RawSHA256, StoredSize: sums.StoredSize,
 		StoredSHA256: sums.StoredSHA256, Compression: format.CompressionZstd, Encryption: format.EncryptionAge,
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -224,13 +223,9 @@ func (e *Executor) carryOut(ctx context.Context, r *repo.Repo, o *Order, rep *re
 	defer os.RemoveAll(staging)
 	// Fetch while etcd still runs: the downtime is the build and start.
 	_ = rep.put(ctx, Report{State: StateFetching})
-	snap := filepath.Join(staging, "snapshot.db")
-	if err := e.fetch(ctx, r, o, snap); err != nil {
+	built := filepath.Join(staging, "data")
+	if err := e.fetch(ctx, r, o, built); err != nil {
 		return fail("fetch the prepared database", err)
-	}
-	info, err := datadir.Inspect(snap)
-	if err != nil {
-		return fail("inspect the prepared database", err)
 	}
 	_ = rep.put(ctx, Report{State: StateStopping})
 	if err := e.Stop(ctx); err != nil {
@@ -240,7 +235,7 @@ func (e *Executor) carryOut(ctx context.Context, r *repo.Repo, o *Order, rep *re
 		return fail("stop etcd", err)
 	}
 	_ = rep.put(ctx, Report{State: StateBuilding})
-	res, err := restore.Install(restore.Prepared{Path: snap, Info: info, SnapshotRevision: info.Revision}, plan, staging, restore.Options{Logger: log})
+	res, err := restore.Install(restore.Prepared{Dir: built}, plan, restore.Options{Logger: log})
 	if err != nil {
 		return fail("build the data dir", err)
 	}
@@ -288,7 +283,7 @@ func (e *Executor) waitStart(ctx context.Context, r *repo.Repo, o *Order) error 
 }
 
 // fetch decrypts and checks the order's bundle into path.
-func (e *Executor) fetch(ctx context.Context, r *repo.Repo, o *Order, path string) error {
+func (e *Executor) fetch(ctx context.Context, r *repo.Repo, o *Order, dataDir string) error {
 	if o.Bundle == nil {
 		return fmt.Errorf("the order has no bundle")
 	}
@@ -297,20 +292,7 @@ func (e *Executor) fetch(ctx context.Context, r *repo.Repo, o *Order, path strin
 		return err
 	}
 	defer rc.Close()
-	d, err := format.NewDecoder(rc, o.Bundle, []age.Identity{e.Key})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, d); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return restore.DecodeInto(ctx, rc, o.Bundle, []age.Identity{e.Key}, dataDir, nil)
 }
 
 // waitHealthy waits until this node's etcd serves linearizable reads at

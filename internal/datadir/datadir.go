@@ -83,21 +83,14 @@ func StagingDir(dataDir string, now time.Time) (string, error) {
 	return d, nil
 }
 
-// Build runs etcd's restore of snapshotFile into a new directory out (which
-// must not exist). The snapshot's sha256 trailer is checked.
+// Build makes a new data dir out (which must not exist, or be empty) for
+// member m from snapshotFile: a copy of the database (its sha256 trailer
+// checked unless m.SkipHashCheck), then Finish.
 func Build(snapshotFile, out string, m Member) error {
-	cfg := snapshot.RestoreConfig{
-		SnapshotPath:        snapshotFile,
-		Name:                m.Name,
-		OutputDataDir:       out,
-		PeerURLs:            m.PeerURLs,
-		InitialCluster:      m.InitialCluster,
-		InitialClusterToken: m.Token,
-		RevisionBump:        m.RevisionBump,
-		MarkCompacted:       m.MarkCompacted,
-		SkipHashCheck:       m.SkipHashCheck,
+	if err := CopyDB(snapshotFile, out, m.SkipHashCheck); err != nil {
+		return fmt.Errorf("etcd restore into %s: %w", out, err)
 	}
-	if err := snapshot.NewV3(zap.NewNop()).Restore(cfg); err != nil {
+	if _, err := Finish(out, m); err != nil {
 		return fmt.Errorf("etcd restore into %s: %w", out, err)
 	}
 	return nil

@@ -6,5 +6,5 @@
 // It knows no storage backend and no etcd client: it must not import
 // internal/storage, internal/etcd or any go.etcd.io package.
 //
-// Imports: none
+// Imports: internal/iopipe
 package format

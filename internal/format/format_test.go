@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"testing"
@@ -54,7 +55,15 @@ func encode(t *testing.T, raw []byte, rs []Recipient) ([]byte, *Manifest) {
 }
 
 func decode(stored []byte, m *Manifest, ids []age.Identity) ([]byte, error) {
-	d, err := NewDecoder(bytes.NewReader(stored), m, ids)
+	return decodeWith(stored, m, ids, DecoderOptions{})
+}
+
+// readAheads are the decoder options every damage test runs with: reading
+// in line, and reading ahead on another goroutine (restores).
+var readAheads = []DecoderOptions{{}, {ReadAhead: 2}}
+
+func decodeWith(stored []byte, m *Manifest, ids []age.Identity, opt DecoderOptions) ([]byte, error) {
+	d, err := NewDecoderWith(bytes.NewReader(stored), m, ids, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -99,23 +108,28 @@ func TestEncoderRejectsBadEtcdTrailer(t *testing.T) {
 func TestDecoderDetectsEveryKindOfDamage(t *testing.T) {
 	raw := fakeSnapshot(200000, 3)
 	stored, m := encode(t, raw, nil)
-	for _, off := range []int{0, 5, len(stored) / 2, len(stored) - 1} {
-		bad := bytes.Clone(stored)
-		bad[off] ^= 0x40
-		if _, err := decode(bad, m, nil); !errors.Is(err, ErrIntegrity) {
-			t.Errorf("flip at %d: want ErrIntegrity, got %v", off, err)
+	for _, opt := range readAheads {
+		decode := func(stored []byte, m *Manifest, ids []age.Identity) ([]byte, error) {
+			return decodeWith(stored, m, ids, opt)
 		}
-	}
-	if _, err := decode(stored[:len(stored)-3], m, nil); !errors.Is(err, ErrIntegrity) {
-		t.Errorf("truncated: want ErrIntegrity, got %v", err)
-	}
-	if _, err := decode(append(bytes.Clone(stored), 0), m, nil); !errors.Is(err, ErrIntegrity) {
-		t.Errorf("appended byte: want ErrIntegrity, got %v", err)
-	}
-	m2 := *m
-	m2.RawSHA256 = m2.StoredSHA256
-	if _, err := decode(stored, &m2, nil); !errors.Is(err, ErrIntegrity) {
-		t.Errorf("wrong raw sha: want ErrIntegrity, got %v", err)
+		for _, off := range []int{0, 5, len(stored) / 2, len(stored) - 1} {
+			bad := bytes.Clone(stored)
+			bad[off] ^= 0x40
+			if _, err := decode(bad, m, nil); !errors.Is(err, ErrIntegrity) {
+				t.Errorf("flip at %d: want ErrIntegrity, got %v", off, err)
+			}
+		}
+		if _, err := decode(stored[:len(stored)-3], m, nil); !errors.Is(err, ErrIntegrity) {
+			t.Errorf("truncated: want ErrIntegrity, got %v", err)
+		}
+		if _, err := decode(append(bytes.Clone(stored), 0), m, nil); !errors.Is(err, ErrIntegrity) {
+			t.Errorf("appended byte: want ErrIntegrity, got %v", err)
+		}
+		m2 := *m
+		m2.RawSHA256 = m2.StoredSHA256
+		if _, err := decode(stored, &m2, nil); !errors.Is(err, ErrIntegrity) {
+			t.Errorf("wrong raw sha: want ErrIntegrity, got %v", err)
+		}
 	}
 }
 
@@ -227,12 +241,18 @@ func TestDecoderSourceErrorIsNotIntegrity(t *testing.T) {
 		stored, m := encode(t, raw, enc.rs)
 		for _, n := range []int{0, 10, len(stored) / 2, len(stored) - 1} {
 			_, err := func() ([]byte, error) {
-				d, err := NewDecoder(&failingReader{b: stored, n: n, err: cut}, m, []age.Identity{id})
-				if err != nil {
-					return nil, err
+				for _, opt := range readAheads {
+					d, err := NewDecoderWith(&failingReader{b: stored, n: n, err: cut}, m, []age.Identity{id}, opt)
+					if err != nil {
+						return nil, err
+					}
+					_, err = io.ReadAll(d)
+					d.Close()
+					if !errors.Is(err, cut) || errors.Is(err, ErrIntegrity) {
+						return nil, fmt.Errorf("read ahead %d: %w", opt.ReadAhead, err)
+					}
 				}
-				defer d.Close()
-				return io.ReadAll(d)
+				return nil, cut
 			}()
 			if !errors.Is(err, cut) || errors.Is(err, ErrIntegrity) {
 				t.Errorf("%s, source fails after %d of %d bytes: got %v, want the source's error and not ErrIntegrity", enc.name, n, len(stored), err)

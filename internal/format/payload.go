@@ -11,6 +11,8 @@ import (
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/etcd-backup/etcd-backup/internal/iopipe"
 )
 
 // EtcdTrailerSize is the size of the sha256 trailer etcd appends to a
@@ -207,6 +209,7 @@ type Decoder struct {
 	// object of framing 2); there is no manifest to compare sizes and
 	// sums with.
 	selfChecked bool
+	ahead       *iopipe.Reader // nil without DecoderOptions.ReadAhead
 }
 
 // countingReader counts and hashes the stored bytes, and remembers a read
@@ -229,45 +232,87 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // sourceErr reports a failure to read the stored payload: the data was not
 // all read, so nothing was judged (it does not wrap ErrIntegrity).
 func (d *Decoder) sourceErr() error {
-	if d.src.err == nil {
+	err := d.src.err
+	if d.ahead != nil {
+		// The read-ahead goroutine owns d.src; what it met reaches this
+		// goroutine with the bytes.
+		if err = d.ahead.Err(); err == io.EOF {
+			err = nil
+		}
+	}
+	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("read payload of %s: %w", d.m.ID, d.src.err)
+	return fmt.Errorf("read payload of %s: %w", d.m.ID, err)
 }
 
 // NewDecoder starts decoding the stored payload r described by m. For an
 // encrypted payload, identities must hold a matching key; otherwise the error
 // wraps ErrKey.
 func NewDecoder(r io.Reader, m *Manifest, identities []age.Identity) (*Decoder, error) {
+	return NewDecoderWith(r, m, identities, DecoderOptions{})
+}
+
+// DecoderOptions tune a Decoder.
+type DecoderOptions struct {
+	// ReadAhead, when above 0, is how many buffers of 1 MiB the stored
+	// payload is read (and its sha256 computed) ahead of decoding, on a
+	// goroutine of its own: for one large payload (a snapshot), so that
+	// download and checksum overlap decompression. Close stops it.
+	ReadAhead int
+}
+
+// NewDecoderWith is NewDecoder with options.
+func NewDecoderWith(r io.Reader, m *Manifest, identities []age.Identity, opt DecoderOptions) (*Decoder, error) {
+	d, err := newDecoder(r, m, identities, opt)
+	if err != nil && d != nil && d.ahead != nil {
+		d.ahead.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func newDecoder(r io.Reader, m *Manifest, identities []age.Identity, opt DecoderOptions) (*Decoder, error) {
 	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, trailer: newTrailerCheck(m.Kind == KindJournal)}
 	var zsrc io.Reader = d.src
+	if opt.ReadAhead > 0 {
+		// The stored bytes are counted and hashed on the read-ahead
+		// goroutine; the decoder looks at the count, the sum and the
+		// source's error only after a chunk carrying an error (EOF at the
+		// end) came over the read-ahead's channel, which orders it after
+		// them.
+		d.ahead = iopipe.ReadAhead(d.src, opt.ReadAhead, 1<<20)
+		zsrc = d.ahead
+	}
 	switch m.Encryption {
 	case EncryptionNone, "":
 	case EncryptionAge:
 		if len(identities) == 0 {
-			return nil, fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
+			return d, fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
 		}
-		ar, err := age.Decrypt(d.src, identities...)
+		ar, err := age.Decrypt(zsrc, identities...)
 		if serr := d.sourceErr(); err != nil && serr != nil {
-			return nil, serr
+			return d, serr
 		}
 		if err != nil {
 			var nm *age.NoIdentityMatchError
 			if errors.As(err, &nm) {
-				return nil, fmt.Errorf("%w: backup %s was encrypted to %v and no key in --identity matches", ErrKey, m.ID, m.Recipients)
+				return d, fmt.Errorf("%w: backup %s was encrypted to %v and no key in --identity matches", ErrKey, m.ID, m.Recipients)
 			}
-			return nil, fmt.Errorf("%w: age header: %v", ErrIntegrity, err)
+			return d, fmt.Errorf("%w: age header: %v", ErrIntegrity, err)
 		}
 		zsrc = ar
 	default:
-		return nil, fmt.Errorf("%w: unknown encryption %q", ErrVersion, m.Encryption)
+		return d, fmt.Errorf("%w: unknown encryption %q", ErrVersion, m.Encryption)
 	}
 	if m.Compression != CompressionZstd {
-		return nil, fmt.Errorf("%w: unknown compression %q", ErrVersion, m.Compression)
+		return d, fmt.Errorf("%w: unknown compression %q", ErrVersion, m.Compression)
 	}
 	zr, err := zstd.NewReader(zsrc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(64<<20))
 	if err != nil {
-		return nil, fmt.Errorf("zstd: %w", err)
+		return d, fmt.Errorf("zstd: %w", err)
 	}
 	d.zr = zr
 	return d, nil
@@ -321,7 +366,11 @@ func (d *Decoder) Read(p []byte) (int, error) {
 func (d *Decoder) finish() error {
 	// Drain whatever follows the zstd stream (age's final chunk, or junk
 	// appended to the object), so the stored checksum covers every byte.
-	if _, err := io.Copy(io.Discard, d.src); err != nil {
+	var rest io.Reader = d.src
+	if d.ahead != nil {
+		rest = d.ahead
+	}
+	if _, err := io.Copy(io.Discard, rest); err != nil {
 		if serr := d.sourceErr(); serr != nil {
 			return serr
 		}
@@ -345,4 +394,9 @@ func (d *Decoder) finish() error {
 }
 
 // Close releases the decoder's resources.
-func (d *Decoder) Close() { d.zr.Close() }
+func (d *Decoder) Close() {
+	d.zr.Close()
+	if d.ahead != nil {
+		d.ahead.Close()
+	}
+}

@@ -1,6 +1,7 @@
 package fsutil
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,5 +31,27 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(p); string(b) != "A=2\n" {
 		t.Fatalf("existing file changed: %q", b)
+	}
+}
+
+func TestWritebackWritesEveryByte(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := NewWriteback(f, 4096)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160000 bytes: many spans
+	for p := want; len(p) > 0; p = p[min(len(p), 3000):] {
+		if n, err := w.Write(p[:min(len(p), 3000)]); err != nil || n != min(len(p), 3000) {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes (%v), wrote %d", len(got), err, len(want))
+	}
+	if w.started == 0 && !w.unsup {
+		t.Fatal("no span was handed to writeback")
 	}
 }

@@ -178,8 +178,8 @@ func TestWholeClusterRestoreOnNewURLs(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if res.Revision < m.Revision || res.Keys != 500 {
-					t.Fatalf("restored revision %d keys %d", res.Revision, res.Keys)
+				if res.Revision < m.Revision || res.SnapshotRevision != res.Revision {
+					t.Fatalf("restored revision %d (snapshot %d), backup at %d", res.Revision, res.SnapshotRevision, m.Revision)
 				}
 			}
 			cl, err := embedded.Start(ctx, specs, "")

@@ -5,5 +5,5 @@
 //
 // It must not import concrete storage backends or the etcd client.
 //
-// Imports: internal/datadir, internal/format, internal/journal/codec, internal/journal/replay, internal/journal/store, internal/repo
+// Imports: internal/datadir, internal/format, internal/fsutil, internal/iopipe, internal/journal/codec, internal/journal/replay, internal/journal/store, internal/repo
 package restore

@@ -13,6 +13,8 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/format"
+	"github.com/etcd-backup/etcd-backup/internal/fsutil"
+	"github.com/etcd-backup/etcd-backup/internal/iopipe"
 	"github.com/etcd-backup/etcd-backup/internal/journal/replay"
 	"github.com/etcd-backup/etcd-backup/internal/journal/store"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -27,9 +29,19 @@ func Fetch(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Iden
 		return err
 	}
 	defer rc.Close()
-	d, err := format.NewDecoder(rc, m, ids)
+	_, err = Decode(ctx, rc, m, ids, w, progress)
+	return err
+}
+
+// Decode streams the stored payload rc, described by m, through every check
+// of docs/format.md into w and returns the raw bytes written. The stored
+// bytes are read (and hashed) ahead of decompression on their own
+// goroutine, so a download overlaps decoding. It returns only when all
+// checks passed; on error the bytes in w must not be used.
+func Decode(ctx context.Context, rc io.Reader, m *format.Manifest, ids []age.Identity, w io.Writer, progress func(int64)) (int64, error) {
+	d, err := format.NewDecoderWith(rc, m, ids, format.DecoderOptions{ReadAhead: readAhead})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer d.Close()
 	buf := make([]byte, 1<<20)
@@ -38,7 +50,7 @@ func Fetch(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Iden
 		n, err := d.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("write snapshot: %w", werr)
+				return done, fmt.Errorf("write snapshot: %w", werr)
 			}
 			done += int64(n)
 			if progress != nil {
@@ -46,15 +58,64 @@ func Fetch(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Iden
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return done, nil
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return done, ctx.Err()
 			}
-			return err
+			return done, err
 		}
 	}
+}
+
+// readAhead is how many MiB of a stored payload are read ahead of decoding.
+const readAhead = 8
+
+// FetchInto streams the payload of snapshot backup m from r through every
+// check straight into the database file of the new data dir dataDir
+// (datadir.CreateDB), and drops etcd's sha256 trailer once it matched: one
+// pass, the database written once, where etcd will read it. On error the
+// caller removes dataDir.
+func FetchInto(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity, dataDir string, progress func(int64)) error {
+	rc, err := r.OpenPayload(ctx, m)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return DecodeInto(ctx, rc, m, ids, dataDir, progress)
+}
+
+// DecodeInto is FetchInto of a stored payload already open.
+func DecodeInto(ctx context.Context, rc io.Reader, m *format.Manifest, ids []age.Identity, dataDir string, progress func(int64)) (err error) {
+	f, err := datadir.CreateDB(dataDir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", f.Name(), cerr)
+		}
+	}()
+	// Disk writes run behind decoding, and the kernel writes each 16 MiB
+	// to disk as soon as it is written; no fsync here: etcd's backend
+	// commits (fdatasync) the file when Finish opens and closes it.
+	wb := iopipe.WriteBehind(fsutil.NewWriteback(f, 16<<20), 2, 1<<20)
+	n, err := Decode(ctx, rc, m, ids, wb, progress)
+	if cerr := wb.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write snapshot: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+	// Every byte matched, etcd's trailer included: drop the trailer.
+	if n < format.EtcdTrailerSize {
+		return fmt.Errorf("%w: snapshot shorter than its trailer", format.ErrIntegrity)
+	}
+	if err := f.Truncate(n - format.EtcdTrailerSize); err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // Result tells what Execute did.
@@ -62,7 +123,6 @@ type Result struct {
 	DataDir    string
 	MovedAside string
 	Revision   int64 // revision of the restored keyspace (after any bump)
-	Keys       int
 	// SnapshotRevision is the snapshot's own revision; with a journal,
 	// Replayed counts the revisions and events replayed on top of it.
 	SnapshotRevision int64
@@ -81,10 +141,11 @@ type Options struct {
 }
 
 // Execute restores backup m as plan p. Order: check the data dir is not in
-// use; fetch and verify the whole backup into a staging dir beside the data
-// dir; build the new data dir there with etcd's restore; only then move any
-// existing data dir aside and rename the new one into place. Any failure
-// before the final step leaves the data dir exactly as it was.
+// use; fetch and verify the whole backup straight into the database file of
+// a new data dir in a staging dir beside the data dir (and replay the
+// journal on it); finish the new data dir with etcd's restore steps; only
+// then move any existing data dir aside and rename the new one into place.
+// Any failure before the final step leaves the data dir exactly as it was.
 func Execute(ctx context.Context, r *repo.Repo, m *format.Manifest, p *Plan, opt Options) (Result, error) {
 	now := time.Now
 	if opt.Now != nil {
@@ -102,49 +163,42 @@ func Execute(ctx context.Context, r *repo.Repo, m *format.Manifest, p *Plan, opt
 		return res, err
 	}
 	defer os.RemoveAll(staging)
-	prep, err := Prepare(ctx, r, m, staging, opt)
+	prep, err := Prepare(ctx, r, m, filepath.Join(staging, "data"), opt)
 	if err != nil {
 		return res, err
 	}
-	return Install(prep, p, staging, opt)
+	return Install(prep, p, opt)
 }
 
-// Prepared is a backup fetched, checked and (with a journal) replayed into
-// one database file, ready for etcd's restore.
+// Prepared is a new data dir whose database holds a backup fetched,
+// checked and (with a journal) replayed, ready for etcd's restore steps.
 type Prepared struct {
-	Path string
-	Info datadir.SnapshotInfo
-	// Bare: the file is a database without etcd's sha256 trailer (a
-	// replayed one); otherwise it is the snapshot stream etcd sent.
-	Bare             bool
+	// Dir is the new data dir; datadir.DBPath(Dir) is the database, bare
+	// (without etcd's sha256 trailer), and the only file in it.
+	Dir string
+	// SnapshotRevision is the snapshot's revision, when a journal was
+	// replayed on it (Replayed says how far); 0 otherwise (Install reads
+	// the revision).
 	SnapshotRevision int64
 	Replayed         replay.Result
 }
 
-// Prepare fetches and verifies backup m into dir/snapshot.db and replays
-// opt.Journal on it, if set. Every byte is checked before it returns.
+// Prepare fetches and verifies backup m straight into the database of the
+// new data dir dir (which must not exist) and replays opt.Journal on it, if
+// set. Every byte is checked before it returns.
 func Prepare(ctx context.Context, r *repo.Repo, m *format.Manifest, dir string, opt Options) (Prepared, error) {
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	snapFile := filepath.Join(dir, "snapshot.db")
-	prep := Prepared{Path: snapFile}
+	prep := Prepared{Dir: dir}
 	log.Info("fetching backup", "id", m.ID, "member", m.MemberName, "revision", m.Revision, "bytes", m.RawSize)
-	if err := fetchToFile(ctx, r, m, opt.Identities, snapFile, opt.Progress); err != nil {
+	if err := FetchInto(ctx, r, m, opt.Identities, dir, opt.Progress); err != nil {
 		return prep, err
 	}
-	info, err := datadir.Inspect(snapFile)
-	if err != nil {
-		return prep, fmt.Errorf("%w: %v", format.ErrIntegrity, err)
-	}
-	prep.Info, prep.SnapshotRevision = info, info.Revision
 	j := opt.Journal
 	if j == nil {
 		return prep, nil
-	}
-	if err := truncateTrailer(snapFile); err != nil {
-		return prep, err
 	}
 	to := "its end"
 	if j.ToRevision > 0 {
@@ -152,24 +206,21 @@ func Prepare(ctx context.Context, r *repo.Repo, m *format.Manifest, dir string, 
 	} else if !j.ToTime.IsZero() {
 		to = j.ToTime.UTC().Format(time.RFC3339Nano)
 	}
-	log.Info("replaying journal", "chain", j.Chain, "from_revision", info.Revision+1, "to", to, "objects", len(j.Objects))
+	log.Info("replaying journal", "chain", j.Chain, "to", to, "objects", len(j.Objects))
 	src := store.New(r).Open(ctx, j, opt.Identities, store.Prefetch{})
-	rr, err := replay.Apply(snapFile, src, replay.Options{ToRevision: j.ToRevision, Logger: log})
+	rr, err := replay.Apply(datadir.DBPath(dir), src, replay.Options{ToRevision: j.ToRevision, Logger: log})
 	src.Close()
 	if err != nil {
 		return prep, fmt.Errorf("replay journal of %s: %w", j.Chain, err)
 	}
-	prep.Replayed, prep.SnapshotRevision, prep.Bare = rr, rr.SnapshotRevision, true
-	if prep.Info, err = datadir.Inspect(snapFile); err != nil {
-		return prep, fmt.Errorf("%w: replayed database: %v", format.ErrIntegrity, err)
-	}
+	prep.Replayed, prep.SnapshotRevision = rr, rr.SnapshotRevision
 	return prep, nil
 }
 
-// Install builds plan p's data dir from a prepared database with etcd's
-// restore, in staging, then moves any existing data dir aside and renames
-// the new one into place.
-func Install(prep Prepared, p *Plan, staging string, opt Options) (Result, error) {
+// Install finishes the prepared data dir for plan p's member with etcd's
+// restore steps (datadir.Finish), then moves any existing data dir aside
+// and renames the new one into place.
+func Install(prep Prepared, p *Plan, opt Options) (Result, error) {
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -179,51 +230,22 @@ func Install(prep Prepared, p *Plan, staging string, opt Options) (Result, error
 		now = opt.Now
 	}
 	res := Result{DataDir: p.DataDir, SnapshotRevision: prep.SnapshotRevision, Replayed: prep.Replayed}
-	built := filepath.Join(staging, "data")
 	log.Info("building data dir", "name", p.Name, "initial_cluster", p.InitialCluster)
-	err := datadir.Build(prep.Path, built, datadir.Member{
+	rev, err := datadir.Finish(prep.Dir, datadir.Member{
 		Name: p.Name, InitialCluster: p.InitialCluster, PeerURLs: p.PeerURLs, Token: p.Token,
-		RevisionBump: p.RevisionBump, MarkCompacted: p.MarkCompacted, SkipHashCheck: prep.Bare,
+		RevisionBump: p.RevisionBump, MarkCompacted: p.MarkCompacted,
 	})
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("etcd restore into %s: %w", prep.Dir, err)
 	}
-	os.Remove(prep.Path)
-	ir, err := datadir.Install(built, p.DataDir, now())
-	res.MovedAside = ir.MovedAside
-	if err != nil {
-		return res, err
-	}
-	res.Revision = prep.Info.Revision + int64(p.RevisionBump)
-	res.Keys = prep.Info.TotalKeys
-	return res, nil
-}
-
-// truncateTrailer drops etcd's sha256 trailer from a checked snapshot file,
-// leaving the bare database for replay.
-func truncateTrailer(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.Size() < format.EtcdTrailerSize {
-		return fmt.Errorf("%w: snapshot shorter than its trailer", format.ErrIntegrity)
-	}
-	return os.Truncate(path, st.Size()-format.EtcdTrailerSize)
-}
-
-func fetchToFile(ctx context.Context, r *repo.Repo, m *format.Manifest, ids []age.Identity, path string, progress func(int64)) (err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s: %w", path, cerr)
+	res.Revision = rev
+	if res.SnapshotRevision == 0 {
+		res.SnapshotRevision = rev
+		if p.MarkCompacted {
+			res.SnapshotRevision -= int64(p.RevisionBump)
 		}
-	}()
-	// No fsync: this file is a scratch copy that etcd's restore reads once
-	// and that is removed afterwards; the data dir etcd's restore writes is
-	// fsynced.
-	return Fetch(ctx, r, m, ids, f, progress)
+	}
+	ir, err := datadir.Install(prep.Dir, p.DataDir, now())
+	res.MovedAside = ir.MovedAside
+	return res, err
 }

@@ -116,6 +116,11 @@ func MakePlan(s Spec) (*Plan, error) {
 	if s.MarkCompacted && s.RevisionBump == 0 {
 		return nil, specErr("--mark-compacted needs --bump-revision N")
 	}
+	if s.RevisionBump > 0 && !s.MarkCompacted {
+		// etcd's restore bumps only a revision it also marks compacted:
+		// clients watching from an older revision must be told to re-list.
+		return nil, specErr("--bump-revision needs --mark-compacted (etcd bumps only a revision it marks compacted, so watchers re-list)")
+	}
 	var peers []string
 	for _, u := range strings.Split(s.PeerURLs, ",") {
 		if u = strings.TrimSpace(u); u != "" {

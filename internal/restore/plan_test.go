@@ -29,6 +29,7 @@ func TestMakePlan(t *testing.T) {
 		{"bad cluster entry", Spec{DataDir: "/d", Name: "a", InitialCluster: "a:http://h:1"}, "", true},
 		{"no peer url at all", Spec{DataDir: "/d", Name: "a"}, "", true},
 		{"mark compacted without bump", Spec{DataDir: "/d", Name: "m1", InitialCluster: ic, MarkCompacted: true}, "", true},
+		{"bump without mark compacted (etcd ignores it)", Spec{DataDir: "/d", Name: "m1", InitialCluster: ic, RevisionBump: 1000}, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := MakePlan(tc.spec)
