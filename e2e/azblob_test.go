@@ -93,7 +93,7 @@ func TestAzblobJournalRestoreCopy(t *testing.T) {
 	specs := newSpecs(t, "r", 1)
 	out = mustCLI(t, env, "restore", "latest", "--repo", repoURL, "--data-dir", specs[0].DataDir, "--name", specs[0].Name,
 		"--initial-cluster", fmt.Sprintf("%s=%s", specs[0].Name, specs[0].PeerURL)).stdout
-	if !strings.Contains(out, fmt.Sprintf("(revision %d,", rev)) {
+	if !strings.Contains(out, fmt.Sprintf("(revision %d)", rev)) {
 		t.Errorf("restore latest does not name revision %d:\n%s", rev, out)
 	}
 	r := startCluster(t, "3.6.16", specs)

@@ -84,7 +84,7 @@ func TestJournalS3Encrypted(t *testing.T) {
 		"--initial-cluster", fmt.Sprintf("%s=%s", specs[0].Name, specs[0].PeerURL)}
 	expectCleanFailure(t, cli(t, env, restoreArgs...), 5)
 	out := mustCLI(t, env, append(restoreArgs, "--identity", idFile)...).stdout
-	if !strings.Contains(out, fmt.Sprintf("(revision %d,", rev)) {
+	if !strings.Contains(out, fmt.Sprintf("(revision %d)", rev)) {
 		t.Errorf("restore output does not name revision %d:\n%s", rev, out)
 	}
 	r := startCluster(t, "3.6.16", specs)
