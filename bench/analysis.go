@@ -24,7 +24,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
-	"github.com/etcd-backup/etcd-backup/internal/datadir"
 	"github.com/etcd-backup/etcd-backup/internal/etcd"
 	"github.com/etcd-backup/etcd-backup/internal/format"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -41,8 +40,12 @@ type analysis struct {
 	Categories []cpuShare
 	Top        []cpuShare
 	ProfileErr string
-	Restore    []stage // in-process: the steps of one member's etcd-backup restore
-	RestoreErr string
+	// In-process restore.Execute of one member from the file:// repository
+	// under the CPU profiler.
+	Restore           sample
+	RestoreCategories []cpuShare
+	RestoreTop        []cpuShare
+	RestoreErr        string
 }
 
 type stage struct {
@@ -161,18 +164,20 @@ func (b *bench) analyse(ctx context.Context, cl *cluster, profileName, ref, dir 
 	raw = nil
 	debug.FreeOSMemory()
 
-	// 4. The steps of one member's restore, as restore.Execute runs them.
-	if err := restoreSteps(ctx, filepath.Join(ref, "repo"), filepath.Join(dir, "restore"), an); err != nil {
+	// 4. One member's restore (what `etcd-backup restore latest` runs),
+	// under the CPU profiler.
+	if err := b.profileRestore(ctx, filepath.Join(ref, "repo"), filepath.Join(dir, "restore"), profileName, an); err != nil {
 		an.RestoreErr = err.Error()
 	}
 	return an, nil
 }
 
-// restoreSteps times, in-process, what `etcd-backup restore` does for one
-// member (internal/restore.Execute): fetch and verify the backup into a
-// staging file, fsync it, inspect it, build the data dir with etcd's
-// restore code.
-func restoreSteps(ctx context.Context, repoDir, dir string, an *analysis) error {
+// profileRestore runs internal/restore.Execute (what `etcd-backup restore
+// latest` runs for one member) from the file:// repository repoDir into a
+// fresh data dir under dir, with the CPU profiler on, and groups the
+// profile by kind as for the backup. It profiles the whole restore rather
+// than timing its steps one by one, so it holds whatever the steps are.
+func (b *bench) profileRestore(ctx context.Context, repoDir, dir, profileName string, an *analysis) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -189,39 +194,69 @@ func restoreSteps(ctx context.Context, repoDir, dir string, an *analysis) error 
 	if err != nil {
 		return err
 	}
-	snap := filepath.Join(dir, "snapshot.db")
-	f, err := os.Create(snap)
+	plan, err := restore.MakePlan(restore.Spec{DataDir: filepath.Join(dir, "m1.etcd"), Name: "m1", InitialCluster: restoreCluster})
 	if err != nil {
 		return err
 	}
+	profPath := filepath.Join(b.tmp, "profiles", profileName+"-restore.pprof")
+	var rerr error
+	an.Restore, err = profiled(profPath, nil, func() { _, rerr = restore.Execute(ctx, r, m, plan, restore.Options{}) })
+	if err != nil {
+		return err
+	}
+	if rerr != nil {
+		return fmt.Errorf("restore.Execute: %w", rerr)
+	}
+	an.RestoreCategories, an.RestoreTop, err = pprofTop(ctx, profPath)
+	return err
+}
+
+// profiled runs fn under the CPU profiler, writing the profile to path,
+// and returns its wall and CPU time (and the CPU of lead, if not nil).
+func profiled(path string, lead *member, fn func()) (sample, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return sample{}, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return sample{}, err
+	}
 	defer f.Close()
-	steps := []struct {
-		name string
-		run  func() error
-	}{
-		{"fetch: read, zstd-decode, verify (sha256 of the stored and of the raw stream) and write the staging file", func() error {
-			return restore.Fetch(ctx, r, m, nil, f, nil)
-		}},
-		{"fsync the staging file", f.Sync},
-		{"inspect the snapshot (etcdutl's snapshot status: hashes every key and value)", func() error {
-			_, err := datadir.Inspect(snap)
-			return err
-		}},
-		{"build the data dir (etcdutl's restore: copy, sha256 check again, rewrite membership, fsync)", func() error {
-			return datadir.Build(snap, filepath.Join(dir, "data"), datadir.Member{
-				Name: "m1", InitialCluster: "m1=http://10.0.0.1:2380", PeerURLs: []string{"http://10.0.0.1:2380"}, Token: "etcd-cluster",
-			})
-		}},
+	runtime.GC()
+	pid := 0
+	if lead != nil {
+		pid = lead.cmd.Process.Pid
 	}
-	for _, st := range steps {
-		runtime.GC()
-		c0, t0 := selfCPU(), time.Now()
-		if err := st.run(); err != nil {
-			return fmt.Errorf("%s: %w", st.name, err)
-		}
-		an.Restore = append(an.Restore, stage{Name: st.name, Wall: time.Since(t0), CPU: selfCPU() - c0})
+	var l0 time.Duration
+	if pid != 0 {
+		l0 = benchkit.ProcCPU(pid)
 	}
-	return nil
+	c0, t0 := selfCPU(), time.Now()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return sample{}, err
+	}
+	fn()
+	pprof.StopCPUProfile()
+	s := sample{Wall: time.Since(t0), CPU: selfCPU() - c0}
+	if pid != 0 {
+		s.LeaderCPU = benchkit.ProcCPU(pid) - l0
+	}
+	return s, f.Close()
+}
+
+// pprofTop summarises a CPU profile with `go tool pprof -top`.
+func pprofTop(ctx context.Context, path string) (cats, top []cpuShare, err error) {
+	gobin, lerr := exec.LookPath("go")
+	if lerr != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.CommandContext(ctx, gobin, "tool", "pprof", "-top", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", path)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("go tool pprof: %v", err)
+	}
+	cats, top = summarizeProfile(string(out))
+	return cats, top, nil
 }
 
 // zstdAlone compresses raw with format.NewEncoder's zstd settings.
@@ -293,40 +328,17 @@ func (b *bench) profileBackup(ctx context.Context, cl *cluster, lead *member, di
 	}
 	// Kept with the temporary directory (-keep) for a closer look:
 	// go tool pprof -peek 'memmove|memclr' <tmp>/profiles/<profile>.pprof
-	profDir := filepath.Join(b.tmp, "profiles")
-	if err := os.MkdirAll(profDir, 0o700); err != nil {
-		return err
-	}
-	profPath := filepath.Join(profDir, profileName+".pprof")
-	f, err := os.Create(profPath)
+	profPath := filepath.Join(b.tmp, "profiles", profileName+".pprof")
+	var rerr error
+	an.Profiled, err = profiled(profPath, lead, func() { _, rerr = backup.Run(ctx, cli, r, backup.Options{Level: 1}) })
 	if err != nil {
 		return err
 	}
-	runtime.GC()
-	pid := lead.cmd.Process.Pid
-	l0, c0, t0 := benchkit.ProcCPU(pid), selfCPU(), time.Now()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return err
+	if rerr != nil {
+		return fmt.Errorf("backup.Run: %w", rerr)
 	}
-	_, err = backup.Run(ctx, cli, r, backup.Options{Level: 1})
-	pprof.StopCPUProfile()
-	an.Profiled = sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: benchkit.ProcCPU(pid) - l0}
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("backup.Run: %w", err)
-	}
-	gobin, lerr := exec.LookPath("go")
-	if lerr != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.CommandContext(ctx, gobin, "tool", "pprof", "-top", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", profPath)
-	out, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("go tool pprof: %v", err)
-	}
-	an.Categories, an.Top = summarizeProfile(string(out))
-	return nil
+	an.Categories, an.Top, err = pprofTop(ctx, profPath)
+	return err
 }
 
 // categories group functions of the profile by what they do; the first
@@ -336,6 +348,8 @@ var categories = []struct{ name, match string }{
 	{"zstd (klauspost/compress)", "klauspost/compress"},
 	{"age (chacha20poly1305)", "chacha20|poly1305|filippo.io/age"},
 	{"memmove/memclr (copies)", "runtime.memmove|runtime.memclr"},
+	{"bbolt (the new member's database)", "go.etcd.io/bbolt"},
+	{"etcd's restore code (membership, WAL, raft snapshot)", "go.etcd.io/etcd/server|go.etcd.io/etcd/etcdutl|go.etcd.io/raft"},
 	{"gRPC, HTTP/2, protobuf", "google.golang.org/grpc|golang.org/x/net/http2|protobuf|gogo/|go.etcd.io/etcd/api"},
 	{"syscalls (read/write/fsync, network)", "syscall.|internal/poll|internal/runtime/syscall|runtime/internal/syscall"},
 	{"GC and allocation", "runtime.gc|runtime.scanobject|runtime.mallocgc|runtime.greyobject|runtime.findObject|runtime.markBits|runtime.heapBits|runtime.(*mspan)|runtime.(*mheap)|runtime.(*mcache)|runtime.(*gcWork)|runtime.(*mcentral)|runtime.sweep|runtime.bgsweep|runtime.wbBuf|runtime.typePointers|runtime.scanblock|runtime.spanOf|runtime.(*gcBits)|runtime.nextFreeFast|runtime.deductAssistCredit|runtime.bulkBarrier"},

@@ -30,21 +30,37 @@ type member struct {
 	done      chan struct{}
 }
 
-// cluster is a 3-member etcd cluster on loopback.
+// cluster is an etcd cluster on loopback (3 members, or 1 for the large
+// database).
 type cluster struct {
 	bin     string
 	dir     string
+	opt     clusterOptions
 	members []*member
 	cli     *clientv3.Client
 }
 
-// startCluster starts a fresh 3-member cluster in dir and waits until it
-// has a leader. Ports are chosen free; a start that loses a port race is
-// retried on new ports.
-func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
+// clusterOptions shape a cluster; the zero value is the benchmark's
+// 3-member cluster with an 8 GiB quota.
+type clusterOptions struct {
+	members int      // 0: 3
+	quota   int64    // --quota-backend-bytes; 0: quotaBytes
+	extra   []string // more etcd flags
+}
+
+// startCluster starts a fresh cluster in dir and waits until it has a
+// leader. Ports are chosen free; a start that loses a port race is retried
+// on new ports.
+func startCluster(ctx context.Context, bin, dir string, opt clusterOptions) (*cluster, error) {
+	if opt.members == 0 {
+		opt.members = 3
+	}
+	if opt.quota == 0 {
+		opt.quota = quotaBytes
+	}
 	var err error
 	for attempt := range 3 {
-		c := &cluster{bin: bin, dir: filepath.Join(dir, fmt.Sprintf("try%d", attempt))}
+		c := &cluster{bin: bin, dir: filepath.Join(dir, fmt.Sprintf("try%d", attempt)), opt: opt}
 		if err = c.start(ctx); err == nil {
 			return c, nil
 		}
@@ -58,7 +74,7 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 
 func (c *cluster) start(ctx context.Context) error {
 	var initial []string
-	for i := range 3 {
+	for i := range c.opt.members {
 		cp, err := benchkit.FreePort()
 		if err != nil {
 			return err
@@ -81,24 +97,25 @@ func (c *cluster) start(ctx context.Context) error {
 		return err
 	}
 	for _, m := range c.members {
-		cmd := exec.Command(c.bin,
-			"--name="+m.name,
-			"--data-dir="+m.dir,
-			"--listen-client-urls="+m.clientURL,
-			"--advertise-client-urls="+m.clientURL,
-			"--listen-peer-urls="+m.peerURL,
-			"--initial-advertise-peer-urls="+m.peerURL,
-			"--initial-cluster="+strings.Join(initial, ","),
+		args := []string{
+			"--name=" + m.name,
+			"--data-dir=" + m.dir,
+			"--listen-client-urls=" + m.clientURL,
+			"--advertise-client-urls=" + m.clientURL,
+			"--listen-peer-urls=" + m.peerURL,
+			"--initial-advertise-peer-urls=" + m.peerURL,
+			"--initial-cluster=" + strings.Join(initial, ","),
 			"--initial-cluster-state=new",
 			"--initial-cluster-token=etcd-backup-bench",
-			fmt.Sprintf("--quota-backend-bytes=%d", int64(quotaBytes)),
+			fmt.Sprintf("--quota-backend-bytes=%d", c.opt.quota),
 			// The machine is shared and small: a longer election timeout
 			// keeps leadership stable while the fill saturates the CPUs.
 			"--heartbeat-interval=200",
 			"--election-timeout=2000",
 			"--logger=zap",
 			"--log-level=warn",
-		)
+		}
+		cmd := exec.Command(c.bin, append(args, c.opt.extra...)...)
 		cmd.Env = benchkit.ChildEnv()
 		done, err := startDaemon(cmd, m.logPath)
 		if err != nil {

@@ -31,6 +31,7 @@ type options struct {
 	runs     int
 	timeout  time.Duration
 	keep     bool
+	large    int64 // size of the single large-database measurement; 0: none
 	args     []string
 }
 
@@ -58,6 +59,8 @@ func main() {
 		o.also = append(o.also, extraBinary{name, abs})
 		return nil
 	})
+	var large string
+	flag.StringVar(&large, "large", "8GiB", "after the regular profiles, fill a single-member etcd to this size (k8s profile) and measure backup and restore once; 0 to skip. Needs 4.5× the size free in the temporary directory")
 	var only string
 	flag.StringVar(&only, "variants", "", "comma-separated snapshot variants to run (a,b,c,d,e and x1... for -also); default all. (a) is always run: ratios are against it")
 	flag.Parse()
@@ -92,6 +95,16 @@ func main() {
 	if o.runs < 1 {
 		fatalf("-runs must be at least 1")
 	}
+	if large = strings.TrimSpace(large); large != "0" && large != "" {
+		n, err := humanize.ParseBytes(large)
+		if err != nil || n < 1<<20 {
+			fatalf("-large: bad size %q (want e.g. 8GiB, or 0 to skip)", large)
+		}
+		o.large = int64(n)
+		if err := checkLargeSpace(o.large); err != nil {
+			fatalf("-large %s: %v", sizeName(o.large), err)
+		}
+	}
 	os.Exit(run(o))
 }
 
@@ -114,6 +127,7 @@ type bench struct {
 	rcloneConf string
 	recipient  string
 	results    []*caseResult
+	large      *largeResult
 	errors     []string
 	started    time.Time
 	machine    benchkit.Machine
@@ -153,6 +167,17 @@ func run(o options) (code int) {
 				logf("profile %s: %v", p, err)
 			}
 			return 1
+		}
+	}
+	if o.large > 0 {
+		if err := b.runLarge(ctx); err != nil {
+			if ctx.Err() != nil {
+				logf("stopped: %v (%v)", context.Cause(ctx), err)
+				return 1
+			}
+			b.errors = append(b.errors, fmt.Sprintf("%s database: %v", sizeName(o.large), err))
+			b.large.Err = err.Error()
+			logf("FAILED: %s database: %v", sizeName(o.large), err)
 		}
 	}
 	b.machine.LoadEnd = benchkit.LoadAvg()
@@ -277,7 +302,8 @@ func (b *bench) variants() []variantDef {
 
 // restoreVariants returns the restore variants of this run.
 func (b *bench) restoreVariants() []variantDef {
-	out := []variantDef{{"etcdutl", "etcdutl snapshot restore ×3"}, {"etcd-backup", "etcd-backup restore ×3"}}
+	out := []variantDef{{"etcdutl", "etcdutl snapshot restore ×3"}, {"etcd-backup", "etcd-backup restore ×3 from file://"},
+		{"s3", "etcd-backup restore ×3 from s3://"}}
 	for i, x := range b.opt.also {
 		out = append(out, variantDef{fmt.Sprintf("x%d", i+1), fmt.Sprintf("(x%d) %s restore ×3", i+1, x.name)})
 	}
@@ -303,7 +329,7 @@ func (b *bench) runProfile(ctx context.Context, profile string) error {
 	dir := filepath.Join(b.tmp, "cluster-"+profile)
 	defer os.RemoveAll(dir)
 	logf("%s: starting a 3-member etcd %s cluster", profile, etcdVersion)
-	cl, err := startCluster(ctx, b.bin["etcd"], dir)
+	cl, err := startCluster(ctx, b.bin["etcd"], dir, clusterOptions{})
 	if err != nil {
 		return err
 	}
@@ -345,6 +371,9 @@ func (b *bench) runProfile(ctx context.Context, profile string) error {
 			cr.Analysis = an
 		}
 		os.RemoveAll(ref)
+		if err := b.s3.removePrefix(ctx, refPrefix(cr)); err != nil {
+			return fmt.Errorf("clean up s3 prefix %s: %w", refPrefix(cr), err)
+		}
 	}
 	return nil
 }
@@ -467,8 +496,12 @@ func (b *bench) snapshotVariant(ctx context.Context, cl *cluster, lead *member, 
 	return sample{}, fmt.Errorf("unknown variant %q", id)
 }
 
-// makeReference saves one snapshot with etcdctl and one backup with
-// etcd-backup into ref, for the restores and the analysis.
+// refPrefix is the s3:// repository of the reference backup of cr.
+func refPrefix(cr *caseResult) string { return fmt.Sprintf("ref-%s-%d", cr.Profile, cr.Target>>20) }
+
+// makeReference saves one snapshot with etcdctl into ref, one backup with
+// etcd-backup into ref/repo and one into the s3:// repository
+// refPrefix(cr), for the restores and the analysis.
 func (b *bench) makeReference(ctx context.Context, cl *cluster, cr *caseResult, ref string) error {
 	if err := os.MkdirAll(ref, 0o700); err != nil {
 		return err
@@ -483,7 +516,10 @@ func (b *bench) makeReference(ctx context.Context, cl *cluster, cr *caseResult, 
 	if fi, err := os.Stat(filepath.Join(ref, "snap.db")); err == nil {
 		cr.RawSize = fi.Size()
 	}
-	_, err = measure(ctx, snapTimeout(cr.DBSize), benchkit.ChildEnv(), b.bin["etcd-backup"], b.backupArgs(cl, "file://"+filepath.Join(ref, "repo"))...)
+	if _, err = measure(ctx, snapTimeout(cr.DBSize), benchkit.ChildEnv(), b.bin["etcd-backup"], b.backupArgs(cl, "file://"+filepath.Join(ref, "repo"))...); err != nil {
+		return err
+	}
+	_, err = measure(ctx, snapTimeout(cr.DBSize), benchkit.ChildEnv(b.s3.env()...), b.bin["etcd-backup"], b.backupArgs(cl, b.s3.url(refPrefix(cr)))...)
 	return err
 }
 
@@ -516,14 +552,13 @@ func (b *bench) measureRestores(ctx context.Context, cr *caseResult, ref string)
 				name := fmt.Sprintf("m%d", i)
 				dataDir := filepath.Join(out, name+".etcd")
 				var s sample
-				if id == "etcdutl" {
-					s, err = measure(ctx, timeout, benchkit.ChildEnv(), b.bin["etcdutl"], "snapshot", "restore", filepath.Join(ref, "snap.db"),
-						"--data-dir", dataDir, "--name", name, "--initial-cluster", restoreCluster,
-						"--initial-advertise-peer-urls", fmt.Sprintf("http://10.0.0.%d:2380", i))
-				} else {
-					s, err = measure(ctx, timeout, benchkit.ChildEnv(), b.backupBin(id), "restore", "latest",
-						"--repo", "file://"+filepath.Join(ref, "repo"), "--quiet",
-						"--data-dir", dataDir, "--name", name, "--initial-cluster", restoreCluster)
+				switch id {
+				case "etcdutl":
+					s, err = b.etcdutlRestore(ctx, timeout, filepath.Join(ref, "snap.db"), dataDir, i)
+				case "s3":
+					s, err = b.backupRestore(ctx, timeout, b.bin["etcd-backup"], b.s3.url(refPrefix(cr)), dataDir, i)
+				default:
+					s, err = b.backupRestore(ctx, timeout, b.backupBin(id), "file://"+filepath.Join(ref, "repo"), dataDir, i)
 				}
 				total = total.then(s)
 			}
@@ -540,4 +575,25 @@ func (b *bench) measureRestores(ctx context.Context, cr *caseResult, ref string)
 		}
 	}
 	return nil
+}
+
+// etcdutlRestore restores member i (1-3) of restoreCluster from an etcdctl
+// snapshot file with etcdutl.
+func (b *bench) etcdutlRestore(ctx context.Context, timeout time.Duration, snap, dataDir string, i int) (sample, error) {
+	name := fmt.Sprintf("m%d", i)
+	return measure(ctx, timeout, benchkit.ChildEnv(), b.bin["etcdutl"], "snapshot", "restore", snap,
+		"--data-dir", dataDir, "--name", name, "--initial-cluster", restoreCluster,
+		"--initial-advertise-peer-urls", fmt.Sprintf("http://10.0.0.%d:2380", i))
+}
+
+// backupRestore restores member i (1-3) of restoreCluster from the latest
+// backup of repository repo with etcd-backup binary bin (with the S3
+// server's credentials in its environment for an s3:// repository).
+func (b *bench) backupRestore(ctx context.Context, timeout time.Duration, bin, repo, dataDir string, i int) (sample, error) {
+	env := benchkit.ChildEnv()
+	if strings.HasPrefix(repo, "s3://") {
+		env = benchkit.ChildEnv(b.s3.env()...)
+	}
+	return measure(ctx, timeout, env, bin, "restore", "latest", "--repo", repo, "--quiet",
+		"--data-dir", dataDir, "--name", fmt.Sprintf("m%d", i), "--initial-cluster", restoreCluster)
 }

@@ -227,6 +227,18 @@ type Filler struct {
 	profile string
 	seq     atomic.Uint64
 	round   uint64
+
+	// Writers, TxnMaxOps and TxnMaxBytes override the package defaults
+	// when set (larger Txns need etcd's --max-txn-ops and
+	// --max-request-bytes raised to match).
+	Writers, TxnMaxOps, TxnMaxBytes int
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // New returns a Filler of profile (one of Profiles).
@@ -247,7 +259,9 @@ func (f *Filler) FillTo(ctx context.Context, endpoint string, target int64, dbSi
 	} else if size >= target {
 		return Stats{DBSize: size}, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	writers, maxOps, maxBytes := orDefault(f.Writers, Writers), orDefault(f.TxnMaxOps, TxnMaxOps), orDefault(f.TxnMaxBytes, TxnMaxBytes)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		MaxCallSendMsgSize: max(2<<20, maxBytes+maxOps*256+(64<<10))})
 	if err != nil {
 		return Stats{}, err
 	}
@@ -264,7 +278,7 @@ func (f *Filler) FillTo(ctx context.Context, endpoint string, target int64, dbSi
 		errOnce.Do(func() { firstErr = err })
 		stop.Store(true)
 	}
-	for w := range Writers {
+	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -272,9 +286,9 @@ func (f *Filler) FillTo(ctx context.Context, endpoint string, target int64, dbSi
 			for !stop.Load() {
 				var ops []clientv3.Op
 				size := 0
-				for len(ops) < TxnMaxOps {
+				for len(ops) < maxOps {
 					k, v := gen.next(f.seq.Add(1))
-					if size+len(k)+len(v) > TxnMaxBytes {
+					if size+len(k)+len(v) > maxBytes {
 						break
 					}
 					size += len(k) + len(v)
