@@ -433,7 +433,7 @@ func (b *bench) writeCompression(p printer) {
 func (b *bench) writeRestore(p printer) {
 	vs := b.restoreVariants()
 	p("## Restore\n\n")
-	p("Three members restored one after the other (same `--initial-cluster`, fresh data dirs every run), the variants alternating in an order rotated between runs: `etcdutl snapshot restore` of the file etcdctl saved vs `etcd-backup restore latest` from the file:// repository and from the s3:// repository on versitygw (loopback; the backup was made by `etcd-backup snapshot` just before). etcd-backup also reads, decompresses and verifies every checksum, and inspects the snapshot. ")
+	p("Three members restored one after the other (same `--initial-cluster`, fresh data dirs every run), the variants alternating in an order rotated between runs: `etcdutl snapshot restore` of the file etcdctl saved vs `etcd-backup restore latest` from the file:// repository and from the s3:// repository on versitygw (loopback; the backup was made by `etcd-backup snapshot` just before). etcd-backup also reads, decompresses and verifies every checksum (sha256 of the stored and of the raw stream, zstd's, etcd's trailer) in the same pass that writes the new member's database. ")
 	p("Wall time is the sum of the three (seconds, median [min–max], ratio of medians against etcdutl, and for s3:// also against file://); peak RSS the largest (MiB, median). The summary divides by 3 for one member.\n\n")
 	p("| profile | DB size |")
 	for _, v := range vs {
