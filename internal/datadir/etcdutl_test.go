@@ -34,16 +34,8 @@ func snapshotOfLiveEtcd(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := embedded.Start(ctx, specs, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	_, cli, stop := start(ctx, t, specs)
+	defer stop()
 	lease, err := cli.Grant(ctx, 3600)
 	if err != nil {
 		t.Fatal(err)
@@ -242,16 +234,8 @@ func served(t *testing.T, specs []embedded.MemberSpec) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := embedded.Start(ctx, specs, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cl, cli, stop := start(ctx, t, specs)
+	defer stop()
 	get, err := cli.Get(ctx, "", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
@@ -277,4 +261,20 @@ func served(t *testing.T, specs []embedded.MemberSpec) string {
 		t.Fatal("restored etcd serves no keys")
 	}
 	return b.String()
+}
+
+// start starts etcd members on specs and a client of them; stop closes
+// both.
+func start(ctx context.Context, t *testing.T, specs []embedded.MemberSpec) (cl *embedded.Cluster, cli *clientv3.Client, stop func()) {
+	t.Helper()
+	cl, err := embedded.Start(ctx, specs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err = clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second})
+	if err != nil {
+		cl.Close()
+		t.Fatal(err)
+	}
+	return cl, cli, func() { cli.Close(); cl.Close() }
 }
