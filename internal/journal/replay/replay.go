@@ -67,6 +67,9 @@ const (
 // (see grant).
 const leaseCommitEvery = 64
 
+// traceRecords is how many records share one trace (see apply).
+const traceRecords = 1024
+
 // progressEvery is how often Apply logs its progress.
 const progressEvery = 5 * time.Second
 
@@ -154,6 +157,11 @@ type replayer struct {
 	// touched holds the leases that lost a key to a DELETE.
 	touched map[lease.LeaseID]struct{}
 
+	// trace is given to every write transaction; a new one every
+	// traceRecords records bounds its steps (one a record).
+	trace  *traceutil.Trace
+	traced int
+
 	res          Result
 	start        time.Time
 	lastProgress time.Time
@@ -235,6 +243,9 @@ func (r *replayer) run(src Source, to int64) error {
 				"events", r.res.Events, "events_per_s", rate(r.res.Events, now.Sub(r.start)))
 		}
 	}
+	if got := r.rev(); got != r.res.Revision {
+		return fmt.Errorf("replay: %w: store is at revision %d after applying revision %d", format.ErrIntegrity, got, r.res.Revision)
+	}
 	if err := r.removeKeylessLeases(); err != nil {
 		return err
 	}
@@ -290,8 +301,34 @@ func (r *replayer) apply(rec *codec.Record) error {
 		}
 	}
 
-	txn := r.kv.Write(traceutil.TODO())
+	if r.trace == nil || r.traced >= traceRecords {
+		r.trace, r.traced = traceutil.TODO(), 0
+	}
+	r.traced++
 	var bad error
+	// etcd's write path records a timed step in the trace of the
+	// transaction for each thing it does; StepWithFunction turns that off
+	// and records one step for the whole record.
+	r.trace.StepWithFunction(func() { bad = r.txn(rec) }, "replay")
+	if bad != nil {
+		return bad
+	}
+	r.res.Revision = rec.Revision
+	r.res.Records++
+	r.res.Events += len(rec.Events)
+	return nil
+}
+
+// txn applies rec's events in one mvcc write transaction. The store must
+// be at the revision before rec's: a transaction that changes anything
+// moves it one revision on, and verifyChanges checks that every event made
+// one change.
+func (r *replayer) txn(rec *codec.Record) error {
+	txn := r.kv.Write(r.trace)
+	defer txn.End()
+	if got := txn.Rev(); got != rec.Revision-1 {
+		return fmt.Errorf("replay: %w: store is at revision %d before applying revision %d", format.ErrIntegrity, got, rec.Revision)
+	}
 	for i, ev := range rec.Events {
 		switch ev.Type {
 		case mvccpb.PUT:
@@ -300,26 +337,13 @@ func (r *replayer) apply(rec *codec.Record) error {
 			if id := r.le.GetLease(lease.LeaseItem{Key: string(ev.Kv.Key)}); id != lease.NoLease {
 				r.touched[id] = struct{}{}
 			}
-			if n, _ := txn.DeleteRange(ev.Kv.Key, nil); n != 1 && bad == nil {
-				bad = fmt.Errorf("replay: %w: revision %d: event %d deletes key %q, which does not exist",
+			if n, _ := txn.DeleteRange(ev.Kv.Key, nil); n != 1 {
+				return fmt.Errorf("replay: %w: revision %d: event %d deletes key %q, which does not exist",
 					format.ErrIntegrity, rec.Revision, i, ev.Kv.Key)
 			}
 		}
 	}
-	if bad == nil {
-		bad = verifyChanges(rec, txn.Changes())
-	}
-	txn.End()
-	if bad != nil {
-		return bad
-	}
-	if got := r.rev(); got != rec.Revision {
-		return fmt.Errorf("replay: %w: store is at revision %d after applying revision %d", format.ErrIntegrity, got, rec.Revision)
-	}
-	r.res.Revision = rec.Revision
-	r.res.Records++
-	r.res.Events += len(rec.Events)
-	return nil
+	return verifyChanges(rec, txn.Changes())
 }
 
 // verifyChanges compares what etcd's mvcc code wrote with what etcd

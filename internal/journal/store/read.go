@@ -316,9 +316,11 @@ func (f *fetcher) get(ctx context.Context, o chain.Object) ([]byte, error) {
 	defer rc.Close()
 	var buf bytes.Buffer
 	if o.Size > 0 {
-		buf.Grow(int(o.Size))
+		// ReadFrom wants MinRead bytes free before it sees the end: with
+		// room for the object only, it would double the buffer at the end.
+		buf.Grow(int(o.Size) + bytes.MinRead)
 	}
-	if _, err := io.Copy(&buf, rc); err != nil {
+	if _, err := buf.ReadFrom(rc); err != nil {
 		return nil, fmt.Errorf("read journal object %s: %w", o.Label(f.chain), err)
 	}
 	return buf.Bytes(), nil
