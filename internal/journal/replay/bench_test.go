@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -191,10 +192,10 @@ type benchFixture struct {
 	events    int
 }
 
-const (
-	benchRevisions = 200_000
-	benchPerObject = 2000 // revisions per journal object (a rolled-up chain)
-)
+// benchRevisions is the length of BenchmarkReplay's journal.
+var benchRevisions = flag.Int64("replay-revisions", 200_000, "BenchmarkReplay: revisions in the journal")
+
+const benchPerObject = 2000 // revisions per journal object (a rolled-up chain)
 
 // TestMain removes the benchmark's fixture, shared by its runs.
 func TestMain(m *testing.M) {
@@ -261,9 +262,9 @@ func makeFixture() (*benchFixture, error) {
 		return nil, err
 	}
 	fx.st = store.New(r)
-	for done := int64(0); done < benchRevisions; {
+	for done := int64(0); done < *benchRevisions; {
 		var recs []*codec.Record
-		for ; len(recs) < benchPerObject && done < benchRevisions; done++ {
+		for ; len(recs) < benchPerObject && done < *benchRevisions; done++ {
 			rec := g.next()
 			fx.events += len(rec.Events)
 			recs = append(recs, rec)
@@ -276,7 +277,7 @@ func makeFixture() (*benchFixture, error) {
 			return nil, err
 		}
 	}
-	fx.revisions = benchRevisions
+	fx.revisions = *benchRevisions
 	return fx, nil
 }
 
@@ -313,7 +314,7 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkReplay measures a restore's replay end to end: the journal
-// objects of a Kubernetes-like workload (benchRevisions revisions, see
+// objects of a Kubernetes-like workload (-replay-revisions, see
 // k8sGen) read from a local repository (store.Source: fetch, zstd,
 // checks, decoding) and applied by Apply to a database of k8sObjects
 // objects. It reports revisions/s and the peak heap.
