@@ -345,9 +345,11 @@ func (f *fetcher) take(ctx context.Context, i int) (io.ReadCloser, error) {
 // next fetches (*[]byte, length 0).
 var buffers sync.Pool
 
-// getBuffer returns an empty buffer of at least n bytes of capacity.
+// getBuffer returns an empty buffer of at least n bytes of capacity. It
+// takes no pooled buffer more than twice as large: the prefetch budget
+// counts objects by their size, not by their buffer's.
 func getBuffer(n int) []byte {
-	if p, ok := buffers.Get().(*[]byte); ok && cap(*p) >= n {
+	if p, ok := buffers.Get().(*[]byte); ok && cap(*p) >= n && cap(*p) <= 2*n {
 		return (*p)[:0]
 	}
 	return make([]byte, 0, n)
