@@ -125,17 +125,18 @@ func (b *bench) writeSummary(p printer) {
 		p("| etcd put p99 at %.0f txn/s, without / with the agent (medians) | %.2f ms / %.2f ms (×%.2f) | – |\n", b.opt.rpoRate, n/1e6, a/1e6, a/n)
 	}
 	if rr := b.replay; rr != nil {
-		var rates, lw, nw []float64
+		var rates, revs, lw, nw []float64
 		for _, r := range rr.Runs {
 			if r.NoJournal {
 				nw = append(nw, r.S.Wall.Seconds())
 			} else {
 				lw = append(lw, r.S.Wall.Seconds())
 				rates = append(rates, r.Replay.EventsPerS)
+				revs = append(revs, r.Replay.RevisionsPerS)
 			}
 		}
-		p("| replay of %d journal events (restore latest) | %.0f events/s; restore %.2f s vs %.2f s with --no-journal (medians) | – |\n",
-			rr.JournalEnd-rr.SnapshotRev, benchkit.Median(rates), benchkit.Median(lw), benchkit.Median(nw))
+		p("| replay of %d journal revisions (restore latest) | %.0f revisions/s, %.0f events/s; restore %.2f s vs %.2f s with --no-journal (medians) | – |\n",
+			rr.JournalEnd-rr.SnapshotRev, benchkit.Median(revs), benchkit.Median(rates), benchkit.Median(lw), benchkit.Median(nw))
 	}
 	p("\n")
 }
@@ -238,19 +239,19 @@ func (b *bench) writeReplay(p printer) {
 	if rr.ExtraLoad > 0 {
 		p(" (%d puts added at 2000 txn/s to reach %d events)", rr.ExtraLoad, b.opt.minEvents)
 	}
-	p(". `restore latest` (snapshot + replay of the whole journal) vs `restore latest --no-journal` (the snapshot alone), one member, into a fresh data dir, alternating; wall time, CPU and peak RSS of the restore process; *events/s* and the phases are from restore's own `journal replayed` log record.\n\n")
-	p("| restore | wall, s | CPU, s | peak RSS, MiB | events replayed | events/s (log) | open / replay / commit (log) |\n|---|---|---|---|---|---|---|\n")
+	p(". `restore latest` (snapshot + replay of the whole journal) vs `restore latest --no-journal` (the snapshot alone), one member, into a fresh data dir, alternating; wall time, CPU and peak RSS of the restore process; *revisions/s*, *events/s* and the phases are from restore's own `journal replayed` log record (over open, replay and commit).\n\n")
+	p("| restore | wall, s | CPU, s | peak RSS, MiB | events replayed | revisions/s (log) | events/s (log) | open / replay / commit (log) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rr.Runs {
 		name := "latest"
 		phases := fmt.Sprintf("%s / %s / %s", r.Replay.Open, r.Replay.Replay, r.Replay.Commit)
-		ev, rate := fmt.Sprint(r.Replay.Events), fmt.Sprintf("%.0f", r.Replay.EventsPerS)
+		ev, revs, rate := fmt.Sprint(r.Replay.Events), fmt.Sprintf("%.0f", r.Replay.RevisionsPerS), fmt.Sprintf("%.0f", r.Replay.EventsPerS)
 		if r.NoJournal {
 			name = "latest --no-journal"
-			phases, ev, rate = "–", "–", "–"
+			phases, ev, revs, rate = "–", "–", "–", "–"
 		} else if !r.Replay.Found {
-			phases, ev, rate = "no log record", "?", "?"
+			phases, ev, revs, rate = "no log record", "?", "?", "?"
 		}
-		p("| %s | %.2f | %.2f | %.0f | %s | %s | %s |\n", name, r.S.Wall.Seconds(), r.S.CPU.Seconds(), float64(r.S.MaxRSS)/(1<<20), ev, rate, phases)
+		p("| %s | %.2f | %.2f | %.0f | %s | %s | %s | %s |\n", name, r.S.Wall.Seconds(), r.S.CPU.Seconds(), float64(r.S.MaxRSS)/(1<<20), ev, revs, rate, phases)
 	}
 	if rr.Verified != "" {
 		p("\nCheck of the first `restore latest`: %s.\n", rr.Verified)

@@ -218,9 +218,12 @@ type replayLog struct {
 	Records    int64
 	Revision   int64
 	EventsPerS float64
-	Open       string
-	Replay     string
-	Commit     string
+	// RevisionsPerS: records (one a revision) per second, over the same
+	// time as EventsPerS.
+	RevisionsPerS float64
+	Open          string
+	Replay        string
+	Commit        string
 }
 
 // parseReplay finds the "journal replayed" record in restore's JSON log.
@@ -256,7 +259,11 @@ func parseReplay(stderr string) replayLog {
 			return "?"
 		}
 		out = replayLog{Found: true, Events: int64(num("events")), Records: int64(num("records")), Revision: int64(num("revision")),
-			EventsPerS: num("events_per_s"), Open: str("open"), Replay: str("replay"), Commit: str("commit")}
+			EventsPerS: num("events_per_s"), RevisionsPerS: num("revisions_per_s"), Open: str("open"), Replay: str("replay"), Commit: str("commit")}
+		if out.RevisionsPerS == 0 && out.Events > 0 {
+			// A binary from before revisions_per_s: same time base.
+			out.RevisionsPerS = float64(out.Records) * out.EventsPerS / float64(out.Events)
+		}
 	}
 	return out
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -304,6 +307,15 @@ func (s *steady) latency(ctx context.Context, withAgent bool) (*latencyRun, erro
 
 func (s *steady) replay(ctx context.Context) (*replayResult, error) {
 	rr := &replayResult{}
+	var a *agent
+	if _, err := os.Stat(strings.TrimPrefix(s.repo, "file://")); errors.Is(err, fs.ErrNotExist) {
+		// No section before ran an agent (-sections replay): one makes the
+		// repository and its first snapshot.
+		if a, _, err = s.leaderAgent(ctx); err != nil {
+			return nil, err
+		}
+		defer a.d.kill()
+	}
 	info, err := listNewest(ctx, s.b.eb, s.repo)
 	if err != nil {
 		return nil, err
@@ -312,14 +324,15 @@ func (s *steady) replay(ctx context.Context) (*replayResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n := info.journalEnd() - info.Revision; n < s.b.opt.minEvents || info.journalEnd() < rev {
+	if n := info.journalEnd() - info.Revision; a != nil || n < s.b.opt.minEvents || info.journalEnd() < rev {
 		// The last phase ran without an agent, or the journal is too short:
 		// an agent catches up, and adds load with it until it is long enough.
-		a, _, err := s.leaderAgent(ctx)
-		if err != nil {
-			return nil, err
+		if a == nil {
+			if a, _, err = s.leaderAgent(ctx); err != nil {
+				return nil, err
+			}
+			defer a.d.kill()
 		}
-		defer a.d.kill()
 		const rate = 2000.0
 		need := s.b.opt.minEvents - (rev - info.Revision)
 		if need > 0 {

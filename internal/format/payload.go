@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
@@ -27,7 +28,8 @@ type Sums struct {
 	StoredSHA256 string
 }
 
-// counter hashes and counts what passes through it.
+// counter hashes and counts what passes through it; with no hash (h nil)
+// it only counts.
 type counter struct {
 	h hash.Hash
 	n int64
@@ -36,7 +38,9 @@ type counter struct {
 func newCounter() *counter { return &counter{h: sha256.New()} }
 
 func (c *counter) Write(p []byte) (int, error) {
-	c.h.Write(p)
+	if c.h != nil {
+		c.h.Write(p)
+	}
 	c.n += int64(len(p))
 	return len(p), nil
 }
@@ -46,7 +50,9 @@ func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 // trailerCheck hashes everything but the last EtcdTrailerSize bytes written
 // to it and keeps those last bytes, to check etcd's snapshot trailer.
 // With none set (journal segments, which carry no etcd trailer) it hashes
-// everything and check always passes.
+// everything and check always passes; with none and no hash (h nil: a
+// sealed journal object, whose stream carries its own sha256) it does
+// nothing.
 type trailerCheck struct {
 	h    hash.Hash
 	tail []byte
@@ -60,7 +66,9 @@ func newTrailerCheck(none bool) *trailerCheck {
 func (t *trailerCheck) Write(p []byte) (int, error) {
 	n := len(p)
 	if t.none {
-		t.h.Write(p)
+		if t.h != nil {
+			t.h.Write(p)
+		}
 		return n, nil
 	}
 	if len(p) >= EtcdTrailerSize {
@@ -264,19 +272,7 @@ type DecoderOptions struct {
 
 // NewDecoderWith is NewDecoder with options.
 func NewDecoderWith(r io.Reader, m *Manifest, identities []age.Identity, opt DecoderOptions) (*Decoder, error) {
-	d, err := newDecoder(r, m, identities, opt)
-	if err != nil && d != nil && d.ahead != nil {
-		d.ahead.Close()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return d, nil
-}
-
-func newDecoder(r io.Reader, m *Manifest, identities []age.Identity, opt DecoderOptions) (*Decoder, error) {
 	d := &Decoder{m: m, src: &countingReader{r: r, c: newCounter()}, trailer: newTrailerCheck(m.Kind == KindJournal)}
-	var zsrc io.Reader = d.src
 	if opt.ReadAhead > 0 {
 		// The stored bytes are counted and hashed on the read-ahead
 		// goroutine; the decoder looks at the count, the sum and the
@@ -284,38 +280,67 @@ func newDecoder(r io.Reader, m *Manifest, identities []age.Identity, opt Decoder
 		// end) came over the read-ahead's channel, which orders it after
 		// them.
 		d.ahead = iopipe.ReadAhead(d.src, opt.ReadAhead, 1<<20)
+	}
+	if err := d.start(identities); err != nil {
+		if d.ahead != nil {
+			d.ahead.Close()
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+// zstdReaders keeps zstd readers for reuse: a reader's buffers (the
+// window, up to the 64 MiB NewDecoder allows, and its block buffers) are
+// as large as what it decodes, and a restore decodes one journal object
+// after another.
+var zstdReaders sync.Pool
+
+func (d *Decoder) start(identities []age.Identity) error {
+	m := d.m
+	var zsrc io.Reader = d.src
+	if d.ahead != nil {
 		zsrc = d.ahead
 	}
 	switch m.Encryption {
 	case EncryptionNone, "":
 	case EncryptionAge:
 		if len(identities) == 0 {
-			return d, fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
+			return fmt.Errorf("%w: backup %s is encrypted (recipients %v): pass --identity FILE", ErrKey, m.ID, m.Recipients)
 		}
 		ar, err := age.Decrypt(zsrc, identities...)
 		if serr := d.sourceErr(); err != nil && serr != nil {
-			return d, serr
+			return serr
 		}
 		if err != nil {
 			var nm *age.NoIdentityMatchError
 			if errors.As(err, &nm) {
-				return d, fmt.Errorf("%w: backup %s was encrypted to %v and no key in --identity matches", ErrKey, m.ID, m.Recipients)
+				return fmt.Errorf("%w: backup %s was encrypted to %v and no key in --identity matches", ErrKey, m.ID, m.Recipients)
 			}
-			return d, fmt.Errorf("%w: age header: %v", ErrIntegrity, err)
+			return fmt.Errorf("%w: age header: %v", ErrIntegrity, err)
 		}
 		zsrc = ar
 	default:
-		return d, fmt.Errorf("%w: unknown encryption %q", ErrVersion, m.Encryption)
+		return fmt.Errorf("%w: unknown encryption %q", ErrVersion, m.Encryption)
 	}
 	if m.Compression != CompressionZstd {
-		return d, fmt.Errorf("%w: unknown compression %q", ErrVersion, m.Compression)
+		return fmt.Errorf("%w: unknown compression %q", ErrVersion, m.Compression)
 	}
+	if zr, ok := zstdReaders.Get().(*zstd.Decoder); ok {
+		if err := zr.Reset(zsrc); err == nil {
+			d.zr = zr
+			return nil
+		}
+		zr.Close()
+	}
+	// Concurrency 1: the reader decodes in the caller's goroutine and
+	// starts none, so a pooled one holds nothing but memory.
 	zr, err := zstd.NewReader(zsrc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(64<<20))
 	if err != nil {
-		return d, fmt.Errorf("zstd: %w", err)
+		return fmt.Errorf("zstd: %w", err)
 	}
 	d.zr = zr
-	return d, nil
+	return nil
 }
 
 // NewSealedDecoder decodes a stored journal object of framing 2, which has
@@ -328,11 +353,12 @@ func NewSealedDecoder(r io.Reader, label string, encrypted bool, identities []ag
 	if encrypted {
 		m.Encryption = EncryptionAge
 	}
-	d, err := NewDecoder(r, m, identities)
-	if err != nil {
+	// Nothing compares the sums of the stored or raw bytes with anything:
+	// count only.
+	d := &Decoder{m: m, src: &countingReader{r: r, c: &counter{}}, trailer: &trailerCheck{none: true}, selfChecked: true}
+	if err := d.start(identities); err != nil {
 		return nil, err
 	}
-	d.selfChecked = true
 	return d, nil
 }
 
@@ -395,8 +421,18 @@ func (d *Decoder) finish() error {
 
 // Close releases the decoder's resources.
 func (d *Decoder) Close() {
-	d.zr.Close()
 	if d.ahead != nil {
 		d.ahead.Close()
 	}
+	if d.zr == nil {
+		return
+	}
+	// Reset(nil) drops the source and any output not read; the reader
+	// is then as good as new.
+	if err := d.zr.Reset(nil); err == nil {
+		zstdReaders.Put(d.zr)
+	} else {
+		d.zr.Close()
+	}
+	d.zr = nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -314,11 +315,10 @@ func (f *fetcher) get(ctx context.Context, o chain.Object) ([]byte, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	var buf bytes.Buffer
-	if o.Size > 0 {
-		buf.Grow(int(o.Size))
-	}
-	if _, err := io.Copy(&buf, rc); err != nil {
+	// ReadFrom wants MinRead bytes free before it sees the end: with room
+	// for the object only, it would double the buffer at the end.
+	buf := bytes.NewBuffer(getBuffer(int(max(o.Size, 0)) + bytes.MinRead))
+	if _, err := buf.ReadFrom(rc); err != nil {
 		return nil, fmt.Errorf("read journal object %s: %w", o.Label(f.chain), err)
 	}
 	return buf.Bytes(), nil
@@ -335,10 +335,40 @@ func (f *fetcher) take(ctx context.Context, i int) (io.ReadCloser, error) {
 		if r.stream {
 			return f.s.open(ctx, f.chain, f.objs[i])
 		}
-		return io.NopCloser(bytes.NewReader(r.data)), nil
+		return &bufferReader{Reader: bytes.NewReader(r.data), data: r.data}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// buffers holds the buffers of objects the reader is done with, for the
+// next fetches (*[]byte, length 0).
+var buffers sync.Pool
+
+// getBuffer returns an empty buffer of at least n bytes of capacity. It
+// takes no pooled buffer more than twice as large: the prefetch budget
+// counts objects by their size, not by their buffer's.
+func getBuffer(n int) []byte {
+	if p, ok := buffers.Get().(*[]byte); ok && cap(*p) >= n && cap(*p) <= 2*n {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// bufferReader reads a fetched object; Close gives its buffer back.
+type bufferReader struct {
+	*bytes.Reader
+	data []byte
+}
+
+func (b *bufferReader) Close() error {
+	if b.data != nil {
+		d := b.data[:0]
+		buffers.Put(&d)
+		b.data = nil
+		b.Reader = bytes.NewReader(nil)
+	}
+	return nil
 }
 
 func (f *fetcher) stop() { f.cancel(); <-f.done }
