@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -154,29 +153,39 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 }
 
 // pump copies the etcd stream into the encoder and closes it, which checks
-// etcd's sha256 trailer.
+// etcd's sha256 trailer. An *etcd.Snapshot writes itself into the encoder
+// (io.WriterTo): its bytes are not copied on the way.
 func pump(src io.Reader, dst io.Writer, eo format.EncoderOptions, progress func(int64)) (format.Sums, error) {
 	enc, err := format.NewEncoder(dst, eo)
 	if err != nil {
 		return format.Sums{}, err
 	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := enc.Write(buf[:n]); werr != nil {
-				return format.Sums{}, werr
-			}
-			if progress != nil {
-				progress(enc.RawBytes())
-			}
+	w := &encWriter{enc: enc, progress: progress}
+	if _, err := io.Copy(w, src); err != nil {
+		if w.err != nil {
+			return format.Sums{}, w.err
 		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return format.Sums{}, fmt.Errorf("read snapshot stream: %w", err)
-		}
+		return format.Sums{}, fmt.Errorf("read snapshot stream: %w", err)
 	}
 	return enc.Close()
+}
+
+// encWriter feeds the encoder, reports progress and keeps the encoder's
+// error apart from the stream's.
+type encWriter struct {
+	enc      *format.Encoder
+	progress func(int64)
+	err      error
+}
+
+func (w *encWriter) Write(p []byte) (int, error) {
+	n, err := w.enc.Write(p)
+	if err != nil {
+		w.err = err
+		return n, err
+	}
+	if w.progress != nil {
+		w.progress(w.enc.RawBytes())
+	}
+	return n, nil
 }
