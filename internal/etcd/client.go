@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 )
 
 // ErrUnreachable: no endpoint answered.
@@ -68,7 +69,7 @@ func (c Config) clientConfig(endpoints []string) (*clientv3.Config, error) {
 		return nil, fmt.Errorf("etcd TLS settings: %w", err)
 	}
 	cfg.Logger = zap.NewNop()
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithDisableServiceConfig())
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithDisableServiceConfig(), experimental.WithBufferPool(grpcBufferPool))
 	cfg.MaxCallRecvMsgSize = 0
 	return cfg, nil
 }

@@ -113,3 +113,20 @@ func TestSnapshotCodecOtherMessages(t *testing.T) {
 	}
 	out.Free()
 }
+
+func TestDirtyPoolTiers(t *testing.T) {
+	p := &dirtyPool{}
+	for _, n := range []int{0, 1, 255, 256, 257, 4096, 16384, 16385, 32768, 40000, 1 << 20, 1<<20 + 1} {
+		b := p.Get(n)
+		if len(*b) != n {
+			t.Fatalf("Get(%d): len %d", n, len(*b))
+		}
+		p.Put(b)
+		b = p.Get(n)
+		if len(*b) != n {
+			t.Fatalf("Get(%d) after Put: len %d", n, len(*b))
+		}
+	}
+	small := make([]byte, 10)
+	p.Put(&small) // below every tier: dropped
+}
