@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -95,9 +97,23 @@ func parseRecipients(inline, files []string) ([]format.Recipient, error) {
 	return out, nil
 }
 
+// snapshotGCPercent is the collector's GOGC during a snapshot unless GOGC
+// is set. A backup's live heap is fixed (zstd's window, the S3 part buffers,
+// gRPC's buffers: about 30 MiB with S3) and its garbage is small (tens of
+// KiB per MiB streamed; about 130 KiB per MiB when minio-go signs every
+// chunk over plain http), so collecting at 1.25 times the live heap instead
+// of 2 keeps peak RSS well under 100 MiB at little cost. Measured streaming
+// 1.35 GB to S3 over http: peak RSS 87-92 MiB instead of 95-101 MiB (GOGC
+// 50) or 101-104 MiB (100), for 32 collections and 0.48 CPU-s of GC instead
+// of 12 and 0.16 CPU-s; to a local file, 6 more collections, 0.05 CPU-s.
+const snapshotGCPercent = 25
+
 func runSnapshot(ctx context.Context, g *Globals, o *snapshotOptions) error {
 	if o.Level < 1 || o.Level > 4 {
 		return usagef("--compression-level must be 1 to 4")
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(snapshotGCPercent)
 	}
 	if err := o.applyLock(g); err != nil {
 		return err

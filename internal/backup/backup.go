@@ -72,29 +72,14 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 	}
 
 	encrypted := len(opt.Recipients) > 0
-	pr, pw := io.Pipe()
-	type result struct {
-		sums format.Sums
-		err  error
-	}
-	produced := make(chan result, 1)
-	go func() {
-		// The encoder writes age's header at once, so it is created here,
-		// on the writing side of the pipe.
-		sums, err := pump(snap, pw, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level}, opt.Progress)
-		if err != nil {
-			pw.CloseWithError(err)
-		} else {
-			pw.Close()
-		}
-		produced <- result{sums, err}
-	}()
-	putErr := r.PutPayload(ctx, id, encrypted, pr)
+	src := &payload{run: func(w io.Writer) (format.Sums, error) {
+		return pump(snap, w, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level}, opt.Progress)
+	}}
+	putErr := r.PutPayload(ctx, id, encrypted, src)
 	if putErr != nil {
 		cancel() // stop the etcd stream so the producer ends
-		pr.CloseWithError(putErr)
 	}
-	res := <-produced
+	res := src.result(putErr)
 	switch {
 	case res.err != nil:
 		return nil, fmt.Errorf("backup %s aborted, nothing published: %w", id, res.err)
@@ -153,30 +138,116 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 	return m, nil
 }
 
+// payload is the stored payload as Repo.PutPayload takes it. Encoding
+// starts when the backend first asks for bytes: a backend that copies into
+// a writer (io.Copy, which uses WriteTo) has the encoder write straight into
+// it; one that reads (S3's part buffers) reads the encoder's output through a
+// pipe, which the encoder writes from its own goroutine.
+type payload struct {
+	run     func(w io.Writer) (format.Sums, error)
+	started bool
+	pr      *io.PipeReader // when read
+	done    chan result
+}
+
+type result struct {
+	sums format.Sums
+	err  error
+}
+
+func (p *payload) Read(b []byte) (int, error) {
+	if p.pr == nil {
+		if p.started { // WriteTo ran
+			return 0, io.EOF
+		}
+		p.started, p.done = true, make(chan result, 1)
+		pr, pw := io.Pipe()
+		p.pr = pr
+		go func() {
+			// The encoder writes age's header at once, so it is created
+			// here, on the writing side of the pipe.
+			sums, err := p.run(pw)
+			if err != nil {
+				pw.CloseWithError(err)
+			} else {
+				pw.Close()
+			}
+			p.done <- result{sums, err}
+		}()
+	}
+	return p.pr.Read(b)
+}
+
+func (p *payload) WriteTo(w io.Writer) (int64, error) {
+	if p.started {
+		return io.Copy(w, struct{ io.Reader }{p})
+	}
+	p.started, p.done = true, make(chan result, 1)
+	cw := &countWriter{w: w}
+	sums, err := p.run(cw)
+	p.done <- result{sums, err}
+	return cw.n, err
+}
+
+// result waits for the encoder once PutPayload returned putErr.
+func (p *payload) result(putErr error) result {
+	if !p.started {
+		if putErr == nil {
+			putErr = errors.New("the storage backend did not read the payload")
+		}
+		return result{err: putErr}
+	}
+	if putErr != nil && p.pr != nil {
+		p.pr.CloseWithError(putErr)
+	}
+	return <-p.done
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
 // pump copies the etcd stream into the encoder and closes it, which checks
-// etcd's sha256 trailer.
+// etcd's sha256 trailer. An *etcd.Snapshot writes itself into the encoder
+// (io.WriterTo): its bytes are not copied on the way.
 func pump(src io.Reader, dst io.Writer, eo format.EncoderOptions, progress func(int64)) (format.Sums, error) {
 	enc, err := format.NewEncoder(dst, eo)
 	if err != nil {
 		return format.Sums{}, err
 	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := enc.Write(buf[:n]); werr != nil {
-				return format.Sums{}, werr
-			}
-			if progress != nil {
-				progress(enc.RawBytes())
-			}
+	w := &encWriter{enc: enc, progress: progress}
+	if _, err := io.Copy(w, src); err != nil {
+		if w.err != nil {
+			return format.Sums{}, w.err
 		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return format.Sums{}, fmt.Errorf("read snapshot stream: %w", err)
-		}
+		return format.Sums{}, fmt.Errorf("read snapshot stream: %w", err)
 	}
 	return enc.Close()
+}
+
+// encWriter feeds the encoder, reports progress and keeps the encoder's
+// error apart from the stream's.
+type encWriter struct {
+	enc      *format.Encoder
+	progress func(int64)
+	err      error
+}
+
+func (w *encWriter) Write(p []byte) (int, error) {
+	n, err := w.enc.Write(p)
+	if err != nil {
+		w.err = err
+		return n, err
+	}
+	if w.progress != nil {
+		w.progress(w.enc.RawBytes())
+	}
+	return n, nil
 }

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 )
 
 // ErrUnreachable: no endpoint answered.
@@ -68,7 +69,7 @@ func (c Config) clientConfig(endpoints []string) (*clientv3.Config, error) {
 		return nil, fmt.Errorf("etcd TLS settings: %w", err)
 	}
 	cfg.Logger = zap.NewNop()
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithDisableServiceConfig())
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithDisableServiceConfig(), experimental.WithBufferPool(grpcBufferPool))
 	cfg.MaxCallRecvMsgSize = 0
 	return cfg, nil
 }
@@ -334,66 +335,6 @@ func (c *Client) ChooseSnapshotSource(ctx context.Context) (MemberStatus, error)
 		return ok[i].RaftIndex > ok[j].RaftIndex
 	})
 	return ok[0], nil
-}
-
-// Snapshot is an open snapshot stream of one member.
-type Snapshot struct {
-	io.ReadCloser
-	Member MemberStatus // status taken just before the stream was opened
-	// Revision: every write at or below it is in the snapshot (read
-	// linearizably on the member before the stream was opened).
-	Revision int64
-	// StreamRevision is the revision in the stream's first header.
-	StreamRevision int64
-	StorageVersion string
-	client         *Client
-}
-
-// Close ends the stream and the member connection.
-func (s *Snapshot) Close() error {
-	err := s.ReadCloser.Close()
-	s.client.Close()
-	return err
-}
-
-// OpenSnapshot streams a snapshot from the member behind endpoint ep, after
-// a linearizable read on it, so the snapshot holds every write acknowledged
-// before the call.
-func (c *Client) OpenSnapshot(ctx context.Context, ep string) (*Snapshot, error) {
-	mc, err := c.ForEndpoint(ep)
-	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*Snapshot, error) {
-		mc.Close()
-		return nil, err
-	}
-	rctx, cancel := context.WithTimeout(ctx, mc.timeout())
-	gr, err := mc.Get(rctx, "\x00", clientv3.WithCountOnly()) // linearizable (ReadIndex) read
-	cancel()
-	if err != nil {
-		return fail(fmt.Errorf("linearizable read on %s: %w", ep, mc.cfg.diagnose([]string{ep}, err)))
-	}
-	st := mc.Status(ctx, ep)
-	if st.Err != nil {
-		return fail(st.Err)
-	}
-	if st.Name, err = mc.MemberName(ctx, st.ID); err != nil {
-		return fail(err)
-	}
-	resp, err := mc.SnapshotWithVersion(ctx)
-	if err != nil {
-		return fail(fmt.Errorf("open snapshot stream on %s: %w", ep, classify([]string{ep}, err)))
-	}
-	s := &Snapshot{ReadCloser: resp.Snapshot, Member: st, Revision: gr.Header.Revision,
-		StorageVersion: resp.Version, client: mc}
-	if resp.Header != nil {
-		s.StreamRevision = resp.Header.Revision
-	}
-	if s.StreamRevision < s.Revision {
-		s.StreamRevision = s.Revision
-	}
-	return s, nil
 }
 
 // HexID formats a member or cluster ID as etcdctl does.
