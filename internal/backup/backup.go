@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -72,14 +71,29 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 	}
 
 	encrypted := len(opt.Recipients) > 0
-	src := &payload{run: func(w io.Writer) (format.Sums, error) {
-		return pump(snap, w, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level}, opt.Progress)
-	}}
-	putErr := r.PutPayload(ctx, id, encrypted, src)
+	pr, pw := io.Pipe()
+	type result struct {
+		sums format.Sums
+		err  error
+	}
+	produced := make(chan result, 1)
+	go func() {
+		// The encoder writes age's header at once, so it is created here,
+		// on the writing side of the pipe.
+		sums, err := pump(snap, pw, format.EncoderOptions{Recipients: opt.Recipients, Level: opt.Level}, opt.Progress)
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		produced <- result{sums, err}
+	}()
+	putErr := r.PutPayload(ctx, id, encrypted, pr)
 	if putErr != nil {
 		cancel() // stop the etcd stream so the producer ends
+		pr.CloseWithError(putErr)
 	}
-	res := src.result(putErr)
+	res := <-produced
 	switch {
 	case res.err != nil:
 		return nil, fmt.Errorf("backup %s aborted, nothing published: %w", id, res.err)
@@ -136,82 +150,6 @@ func Run(ctx context.Context, cli *etcd.Client, r *repo.Repo, opt Options) (*for
 	log.Info("backup published", "id", id, "raw_bytes", m.RawSize, "stored_bytes", m.StoredSize,
 		"seconds", m.Finished.Sub(m.Created).Seconds())
 	return m, nil
-}
-
-// payload is the stored payload as Repo.PutPayload takes it. Encoding
-// starts when the backend first asks for bytes: a backend that copies into
-// a writer (io.Copy, which uses WriteTo) has the encoder write straight into
-// it; one that reads (S3's part buffers) reads the encoder's output through a
-// pipe, which the encoder writes from its own goroutine.
-type payload struct {
-	run     func(w io.Writer) (format.Sums, error)
-	started bool
-	pr      *io.PipeReader // when read
-	done    chan result
-}
-
-type result struct {
-	sums format.Sums
-	err  error
-}
-
-func (p *payload) Read(b []byte) (int, error) {
-	if p.pr == nil {
-		if p.started { // WriteTo ran
-			return 0, io.EOF
-		}
-		p.started, p.done = true, make(chan result, 1)
-		pr, pw := io.Pipe()
-		p.pr = pr
-		go func() {
-			// The encoder writes age's header at once, so it is created
-			// here, on the writing side of the pipe.
-			sums, err := p.run(pw)
-			if err != nil {
-				pw.CloseWithError(err)
-			} else {
-				pw.Close()
-			}
-			p.done <- result{sums, err}
-		}()
-	}
-	return p.pr.Read(b)
-}
-
-func (p *payload) WriteTo(w io.Writer) (int64, error) {
-	if p.started {
-		return io.Copy(w, struct{ io.Reader }{p})
-	}
-	p.started, p.done = true, make(chan result, 1)
-	cw := &countWriter{w: w}
-	sums, err := p.run(cw)
-	p.done <- result{sums, err}
-	return cw.n, err
-}
-
-// result waits for the encoder once PutPayload returned putErr.
-func (p *payload) result(putErr error) result {
-	if !p.started {
-		if putErr == nil {
-			putErr = errors.New("the storage backend did not read the payload")
-		}
-		return result{err: putErr}
-	}
-	if putErr != nil && p.pr != nil {
-		p.pr.CloseWithError(putErr)
-	}
-	return <-p.done
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
 }
 
 // pump copies the etcd stream into the encoder and closes it, which checks

@@ -49,18 +49,3 @@ func (c ContextReader) Read(p []byte) (int, error) {
 	}
 	return c.R.Read(p)
 }
-
-// ContextWriter writes to w until ctx is done: then every Write returns
-// ctx's error, so a source that writes itself (io.WriterTo) stops with its
-// caller.
-type ContextWriter struct {
-	Ctx context.Context
-	W   io.Writer
-}
-
-func (c ContextWriter) Write(p []byte) (int, error) {
-	if err := c.Ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.W.Write(p)
-}

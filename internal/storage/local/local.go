@@ -104,14 +104,7 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader) (err error) {
 		}
 	}()
 
-	// A source that writes itself (a backup's encoder) writes straight into
-	// the file; others are copied through a buffer.
-	if wt, ok := r.(io.WriterTo); ok {
-		_, err = wt.WriteTo(storage.ContextWriter{Ctx: ctx, W: writerOnly{f}})
-	} else {
-		_, err = io.CopyBuffer(writerOnly{f}, storage.ContextReader{Ctx: ctx, R: r}, make([]byte, copyBufSize))
-	}
-	if err != nil {
+	if _, err := io.CopyBuffer(writerOnly{f}, storage.ContextReader{Ctx: ctx, R: r}, make([]byte, copyBufSize)); err != nil {
 		return fmt.Errorf("local put %q: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
