@@ -253,6 +253,19 @@ func TestErrors(t *testing.T) {
 		assertUnchanged(t, before, repoDir, parent)
 	})
 
+	t.Run("bump-without-mark-compacted", func(t *testing.T) {
+		t.Parallel()
+		dataDir, parent := preciousDataDir(t)
+		before := digestPaths(t, repoDir, parent)
+		// etcd's restore bumps only a revision it marks compacted: a bump
+		// alone would be reported and never made.
+		expectCleanFailure(t, cli(t, nil, "restore", idPlain, "--repo", repoDir, "--data-dir", dataDir,
+			"--name", "m1", "--initial-cluster", ic, "--bump-revision", "1000"), 2, "--mark-compacted")
+		expectCleanFailure(t, cli(t, nil, "restore-cluster", idPlain, "--repo", repoDir,
+			"--initial-cluster", ic, "--bump-revision", "1000"), 2, "--mark-compacted")
+		assertUnchanged(t, before, repoDir, parent)
+	})
+
 	t.Run("data-dir-in-use", func(t *testing.T) {
 		t.Parallel()
 		live := specs[0].DataDir
