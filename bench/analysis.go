@@ -6,15 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
-	"sort"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
@@ -55,17 +49,9 @@ type stage struct {
 	Output int64
 }
 
-type cpuShare struct {
-	Name    string
-	Seconds float64
-	Percent float64
-}
+type cpuShare = benchkit.Share
 
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func selfCPU() time.Duration { return benchkit.SelfCPU() }
 
 // countWriter counts and discards.
 type countWriter struct{ n int64 }
@@ -214,49 +200,21 @@ func (b *bench) profileRestore(ctx context.Context, repoDir, dir, profileName st
 // profiled runs fn under the CPU profiler, writing the profile to path,
 // and returns its wall and CPU time (and the CPU of lead, if not nil).
 func profiled(path string, lead *member, fn func()) (sample, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return sample{}, err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return sample{}, err
-	}
-	defer f.Close()
-	runtime.GC()
-	pid := 0
-	if lead != nil {
-		pid = lead.cmd.Process.Pid
-	}
 	var l0 time.Duration
-	if pid != 0 {
-		l0 = benchkit.ProcCPU(pid)
+	if lead != nil {
+		l0 = benchkit.ProcCPU(lead.cmd.Process.Pid)
 	}
-	c0, t0 := selfCPU(), time.Now()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return sample{}, err
+	wall, cpu, err := benchkit.Profile(path, fn)
+	s := sample{Wall: wall, CPU: cpu}
+	if lead != nil {
+		s.LeaderCPU = benchkit.ProcCPU(lead.cmd.Process.Pid) - l0
 	}
-	fn()
-	pprof.StopCPUProfile()
-	s := sample{Wall: time.Since(t0), CPU: selfCPU() - c0}
-	if pid != 0 {
-		s.LeaderCPU = benchkit.ProcCPU(pid) - l0
-	}
-	return s, f.Close()
+	return s, err
 }
 
-// pprofTop summarises a CPU profile with `go tool pprof -top`.
+// pprofTop summarises a CPU profile by the categories below.
 func pprofTop(ctx context.Context, path string) (cats, top []cpuShare, err error) {
-	gobin, lerr := exec.LookPath("go")
-	if lerr != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.CommandContext(ctx, gobin, "tool", "pprof", "-top", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", path)
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, nil, fmt.Errorf("go tool pprof: %v", err)
-	}
-	cats, top = summarizeProfile(string(out))
-	return cats, top, nil
+	return benchkit.PprofTop(ctx, path, categories)
 }
 
 // zstdAlone compresses raw with format.NewEncoder's zstd settings.
@@ -343,77 +301,15 @@ func (b *bench) profileBackup(ctx context.Context, cl *cluster, lead *member, di
 
 // categories group functions of the profile by what they do; the first
 // match wins.
-var categories = []struct{ name, match string }{
-	{"sha256", "sha256"},
-	{"zstd (klauspost/compress)", "klauspost/compress"},
-	{"age (chacha20poly1305)", "chacha20|poly1305|filippo.io/age"},
-	{"memmove/memclr (copies)", "runtime.memmove|runtime.memclr"},
-	{"bbolt (the new member's database)", "go.etcd.io/bbolt"},
-	{"etcd's restore code (membership, WAL, raft snapshot)", "go.etcd.io/etcd/server|go.etcd.io/etcd/etcdutl|go.etcd.io/raft"},
-	{"gRPC, HTTP/2, protobuf", "google.golang.org/grpc|golang.org/x/net/http2|protobuf|gogo/|go.etcd.io/etcd/api"},
-	{"syscalls (read/write/fsync, network)", "syscall.|internal/poll|internal/runtime/syscall|runtime/internal/syscall"},
-	{"GC and allocation", "runtime.gc|runtime.scanobject|runtime.mallocgc|runtime.greyobject|runtime.findObject|runtime.markBits|runtime.heapBits|runtime.(*mspan)|runtime.(*mheap)|runtime.(*mcache)|runtime.(*gcWork)|runtime.(*mcentral)|runtime.sweep|runtime.bgsweep|runtime.wbBuf|runtime.typePointers|runtime.scanblock|runtime.spanOf|runtime.(*gcBits)|runtime.nextFreeFast|runtime.deductAssistCredit|runtime.bulkBarrier"},
-	{"scheduler, futex, other runtime", "runtime."},
-}
-
-func categoryOf(fn string) string {
-	for _, c := range categories {
-		for _, m := range strings.Split(c.match, "|") {
-			if strings.Contains(fn, m) {
-				return c.name
-			}
-		}
-	}
-	return "other"
-}
-
-// summarizeProfile parses `go tool pprof -top` output: the flat time per
-// category and the ten functions with most flat time.
-func summarizeProfile(out string) (cats, top []cpuShare) {
-	var fns []cpuShare
-	total := 0.0
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || !strings.HasSuffix(f[1], "%") {
-			continue
-		}
-		flat, err := parseSeconds(f[0])
-		if err != nil {
-			continue
-		}
-		name := strings.Join(f[5:], " ")
-		fns = append(fns, cpuShare{Name: name, Seconds: flat})
-		total += flat
-	}
-	if total == 0 {
-		return nil, nil
-	}
-	byCat := map[string]float64{}
-	for _, fn := range fns {
-		byCat[categoryOf(fn.Name)] += fn.Seconds
-	}
-	for name, s := range byCat {
-		cats = append(cats, cpuShare{Name: name, Seconds: s, Percent: 100 * s / total})
-	}
-	sort.Slice(cats, func(i, j int) bool { return cats[i].Seconds > cats[j].Seconds })
-	sort.SliceStable(fns, func(i, j int) bool { return fns[i].Seconds > fns[j].Seconds })
-	for i := range min(10, len(fns)) {
-		fns[i].Percent = 100 * fns[i].Seconds / total
-		top = append(top, fns[i])
-	}
-	return cats, top
-}
-
-// parseSeconds parses pprof durations: "1.23s", "450ms", "10us".
-func parseSeconds(s string) (float64, error) {
-	for _, u := range []struct {
-		suffix string
-		scale  float64
-	}{{"mins", 60}, {"hrs", 3600}, {"ms", 1e-3}, {"us", 1e-6}, {"µs", 1e-6}, {"ns", 1e-9}, {"s", 1}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			x, err := strconv.ParseFloat(v, 64)
-			return x * u.scale, err
-		}
-	}
-	return 0, fmt.Errorf("not a duration: %q", s)
+var categories = []benchkit.Category{
+	{Name: "sha256", Match: "sha256"},
+	{Name: "zstd (klauspost/compress)", Match: "klauspost/compress"},
+	{Name: "age (chacha20poly1305)", Match: "chacha20|poly1305|filippo.io/age"},
+	{Name: "memmove/memclr (copies)", Match: "runtime.memmove|runtime.memclr"},
+	{Name: "bbolt (the new member's database)", Match: "go.etcd.io/bbolt"},
+	{Name: "etcd's restore code (membership, WAL, raft snapshot)", Match: "go.etcd.io/etcd/server|go.etcd.io/etcd/etcdutl|go.etcd.io/raft"},
+	{Name: "gRPC, HTTP/2, protobuf", Match: "google.golang.org/grpc|golang.org/x/net/http2|protobuf|gogo/|go.etcd.io/etcd/api"},
+	{Name: "syscalls (read/write/fsync, network)", Match: benchkit.SyscallMatch},
+	{Name: "GC and allocation", Match: benchkit.GCMatch},
+	{Name: "scheduler, futex, other runtime", Match: "runtime."},
 }

@@ -257,6 +257,9 @@ func (b *bench) writeReplay(p printer) {
 		p("\nCheck of the first `restore latest`: %s.\n", rr.Verified)
 	}
 	p("\n")
+	if rr.Profile != nil {
+		rr.Profile.write(p, rr.JournalEnd-rr.SnapshotRev)
+	}
 }
 
 func (b *bench) writeMethod(p printer) {

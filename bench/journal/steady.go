@@ -63,6 +63,7 @@ type replayResult struct {
 	ExtraLoad   int // puts added to reach -min-events
 	Runs        []restoreRun
 	Verified    string // what the check of one restored member found
+	Profile     *replayProfile
 }
 
 // steady is the shared cluster of the agent cost, latency and replay
@@ -408,6 +409,17 @@ func (s *steady) replay(ctx context.Context) (*replayResult, error) {
 			}
 			rr.Runs = append(rr.Runs, run)
 		}
+	}
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return nil, err
+	}
+	if rr.Profile, err = s.profileReplay(ctx, s.repo, out); err != nil {
+		s.b.fail("replay: profile", err)
+	} else {
+		logf("replay: profiled restore.Execute: %.2fs, %.2f CPU-s", rr.Profile.S.Wall.Seconds(), rr.Profile.S.CPU.Seconds())
 	}
 	return rr, nil
 }

@@ -90,6 +90,7 @@ existing non-empty data dir is moved to <data-dir>.pre-restore-<time>.`,
   etcd-backup restore latest --bump-revision 1000000000 --mark-compacted ...`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			liftMemoryLimit() // a journal replay holds etcd's key index
 			return runRestore(cmd.Context(), g, &o, refArg(args))
 		},
 	}

@@ -84,6 +84,7 @@ result stay in the repository (clusters/<cluster>/orders/) for audit.`,
       --initial-cluster m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			liftMemoryLimit() // a journal replay holds etcd's key index
 			return runRestoreCluster(cmd.Context(), g, &o, refArg(args))
 		},
 	}

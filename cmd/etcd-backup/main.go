@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -97,6 +98,18 @@ func classify(err error) (int, string) {
 // S3 part buffers); the limit makes the collector return garbage before the
 // process grows, keeping peak RSS flat across database sizes.
 const defaultMemoryLimit = 64 << 20
+
+// liftMemoryLimit removes defaultMemoryLimit for a command whose live heap
+// grows with the data: a restore that replays a journal holds etcd's key
+// index (about 600 bytes a key and 125 a revision). Above a soft limit
+// the collector runs without pause, up to half the CPU: a replay of 400k
+// revisions onto 330k keys took 7.4 s and 14.5 CPU-s under the limit. A
+// GOMEMLIMIT the operator set stays.
+func liftMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
+}
 
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {

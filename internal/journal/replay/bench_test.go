@@ -195,6 +195,11 @@ type benchFixture struct {
 // benchRevisions is the length of BenchmarkReplay's journal.
 var benchRevisions = flag.Int64("replay-revisions", 200_000, "BenchmarkReplay: revisions in the journal")
 
+// benchWorkload picks the journal's revisions: "k8s" (k8sGen.next) or
+// "creates", one put of a new 256-byte key per revision (the load of
+// bench/journal, whose restore reports its replay rate in BENCHMARKS.md).
+var benchWorkload = flag.String("replay-workload", "k8s", "BenchmarkReplay: k8s or creates")
+
 const benchPerObject = 2000 // revisions per journal object (a rolled-up chain)
 
 // TestMain removes the benchmark's fixture, shared by its runs.
@@ -265,7 +270,16 @@ func makeFixture() (*benchFixture, error) {
 	for done := int64(0); done < *benchRevisions; {
 		var recs []*codec.Record
 		for ; len(recs) < benchPerObject && done < *benchRevisions; done++ {
-			rec := g.next()
+			var rec *codec.Record
+			switch *benchWorkload {
+			case "k8s":
+				rec = g.next()
+			case "creates":
+				g.seq++
+				rec = g.s.next(put(fmt.Sprintf("/bench/key-%09d", g.seq), string(g.value(256))))
+			default:
+				return nil, fmt.Errorf("-replay-workload %q: want k8s or creates", *benchWorkload)
+			}
 			fx.events += len(rec.Events)
 			recs = append(recs, rec)
 		}
