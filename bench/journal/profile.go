@@ -32,6 +32,7 @@ var replayCategories = []benchkit.Category{
 	{Name: "etcd-backup (fetch, decode, checks)", Match: "etcd-backup/internal"},
 	{Name: "key comparisons (bytes.Compare: key index and bbolt searches)", Match: "cmpbody|bytes.Compare"},
 	{Name: "Go maps (lease and TTL tables)", Match: "internal/runtime/maps|aeshash|runtime.mapaccess|runtime.mapassign"},
+	{Name: "locks, atomics, clocks", Match: "sync.|sync/atomic|time.Now|time.Since|time.runtimeNow"},
 	{Name: "memmove/memclr (copies)", Match: "runtime.memmove|runtime.memclr"},
 	{Name: "syscalls (read/write/fsync)", Match: benchkit.SyscallMatch},
 	{Name: "GC and allocation", Match: benchkit.GCMatch},

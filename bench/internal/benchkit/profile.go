@@ -135,7 +135,7 @@ func parseSeconds(s string) (float64, error) {
 }
 
 // GCMatch matches the garbage collector's and the allocator's functions.
-const GCMatch = "runtime.gc|runtime.scanobject|runtime.scanObject|runtime.scanSpan|runtime.tryDeferToSpanScan|runtime.(*spanInlineMarkBits)|runtime.markroot|runtime.mallocgc|runtime.greyobject|runtime.findObject|runtime.markBits|runtime.heapBits|runtime.(*mspan)|runtime.(*mheap)|runtime.(*mcache)|runtime.(*gcWork)|runtime.(*mcentral)|runtime.sweep|runtime.bgsweep|runtime.wbBuf|runtime.typePointers|runtime.scanblock|runtime.spanOf|runtime.(*gcBits)|runtime.nextFreeFast|runtime.deductAssistCredit|runtime.bulkBarrier"
+const GCMatch = "internal/runtime/gc|runtime.gc|runtime.spanClass|runtime.scanobject|runtime.scanObject|runtime.scanSpan|runtime.tryDeferToSpanScan|runtime.(*spanInlineMarkBits)|runtime.markroot|runtime.mallocgc|runtime.greyobject|runtime.findObject|runtime.markBits|runtime.heapBits|runtime.(*mspan)|runtime.(*mheap)|runtime.(*mcache)|runtime.(*gcWork)|runtime.(*mcentral)|runtime.sweep|runtime.bgsweep|runtime.wbBuf|runtime.typePointers|runtime.scanblock|runtime.spanOf|runtime.(*gcBits)|runtime.nextFreeFast|runtime.deductAssistCredit|runtime.bulkBarrier"
 
 // SyscallMatch matches system calls and the runtime's poller.
 const SyscallMatch = "syscall.|internal/poll|internal/runtime/syscall|runtime/internal/syscall"
