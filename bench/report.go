@@ -632,16 +632,7 @@ func (b *bench) writeWhereTimeGoes(p printer) {
 			p("\nCPU profile failed: `%s`\n\n", an.ProfileErr)
 		}
 		if len(an.Categories) > 0 {
-			p("\nCPU profile of backup.Run, flat time by kind:\n\n| kind | CPU, s | share |\n|---|---|---|\n")
-			for _, c := range an.Categories {
-				p("| %s | %.2f | %.0f%% |\n", c.Name, c.Seconds, c.Percent)
-			}
-			p("\nTop functions (flat): ")
-			var tops []string
-			for _, t := range an.Top {
-				tops = append(tops, fmt.Sprintf("`%s` %.0f%%", t.Name, t.Percent))
-			}
-			p("%s.\n\n", strings.Join(tops, ", "))
+			p("\nCPU profile of backup.Run, flat time by kind:\n\n%s", benchkit.ProfileMarkdown(an.Categories, an.Top))
 		}
 		b.writeReading(p, cr)
 		b.writeRestoreProfile(p, cr)
@@ -673,17 +664,10 @@ func (b *bench) writeRestoreProfile(p printer, cr *caseResult) {
 	wl := an.Restore.Wall.Seconds()
 	p("| restore.Execute from file:// (in-process, profiled) | %.2f | %.0f | %.2f |\n", wl, raw/wl, an.Restore.CPU.Seconds())
 	if len(an.RestoreCategories) > 0 {
-		p("\nCPU profile of restore.Execute, flat time by kind:\n\n| kind | CPU, s | share |\n|---|---|---|\n")
-		for _, c := range an.RestoreCategories {
-			p("| %s | %.2f | %.0f%% |\n", c.Name, c.Seconds, c.Percent)
-		}
-		var tops []string
-		for _, t := range an.RestoreTop {
-			tops = append(tops, fmt.Sprintf("`%s` %.0f%%", t.Name, t.Percent))
-		}
-		p("\nTop functions (flat): %s.\n", strings.Join(tops, ", "))
+		p("\nCPU profile of restore.Execute, flat time by kind:\n\n%s", benchkit.ProfileMarkdown(an.RestoreCategories, an.RestoreTop))
+	} else {
+		p("\n")
 	}
-	p("\n")
 }
 
 // writeReading states what the numbers of one analysed case say.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"github.com/etcd-backup/etcd-backup/bench/internal/benchkit"
 	"github.com/etcd-backup/etcd-backup/internal/repo"
@@ -85,14 +84,5 @@ func (s *steady) profileReplay(ctx context.Context, repoURL, dir string) (*repla
 func (rp *replayProfile) write(p printer, records int64) {
 	p("Where a replay's CPU goes: `restore.Execute` (what `restore latest` runs, journal included) in the benchmark's own process under Go's CPU profiler, same repository, one run: %.2f s wall, %.2f CPU-s, %.0f revisions per CPU-second. Flat time by kind:\n\n",
 		rp.S.Wall.Seconds(), rp.S.CPU.Seconds(), float64(records)/rp.S.CPU.Seconds())
-	p("| kind | CPU-s | share |\n|---|---|---|\n")
-	for _, c := range rp.Categories {
-		p("| %s | %.2f | %.0f%% |\n", c.Name, c.Seconds, c.Percent)
-	}
-	p("\nTop functions (flat): ")
-	var fs []string
-	for _, f := range rp.Top {
-		fs = append(fs, fmt.Sprintf("`%s` %.0f%%", f.Name, f.Percent))
-	}
-	p("%s.\n\n", strings.Join(fs, ", "))
+	p("%s", benchkit.ProfileMarkdown(rp.Categories, rp.Top))
 }

@@ -139,3 +139,20 @@ const GCMatch = "internal/runtime/gc|runtime.gc|runtime.spanClass|runtime.scanob
 
 // SyscallMatch matches system calls and the runtime's poller.
 const SyscallMatch = "syscall.|internal/poll|internal/runtime/syscall|runtime/internal/syscall"
+
+// ProfileMarkdown renders PprofTop's result: a table of the categories'
+// flat CPU time and a line naming the top functions, each followed by a
+// blank line.
+func ProfileMarkdown(byCat, top []Share) string {
+	var b strings.Builder
+	b.WriteString("| kind | CPU, s | share |\n|---|---|---|\n")
+	for _, c := range byCat {
+		fmt.Fprintf(&b, "| %s | %.2f | %.0f%% |\n", c.Name, c.Seconds, c.Percent)
+	}
+	var fns []string
+	for _, t := range top {
+		fns = append(fns, fmt.Sprintf("`%s` %.0f%%", t.Name, t.Percent))
+	}
+	fmt.Fprintf(&b, "\nTop functions (flat): %s.\n\n", strings.Join(fns, ", "))
+	return b.String()
+}

@@ -31,3 +31,12 @@ Showing nodes accounting for 4s, 100% of 4s total
 		t.Errorf("top %+v", top)
 	}
 }
+
+func TestProfileMarkdown(t *testing.T) {
+	got := ProfileMarkdown([]Share{{Name: "zstd", Seconds: 1.5, Percent: 60}, {Name: "other", Seconds: 1, Percent: 40}},
+		[]Share{{Name: "f", Seconds: 1.5, Percent: 60}, {Name: "g", Seconds: 1, Percent: 40}})
+	want := "| kind | CPU, s | share |\n|---|---|---|\n| zstd | 1.50 | 60% |\n| other | 1.00 | 40% |\n\nTop functions (flat): `f` 60%, `g` 40%.\n\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
