@@ -580,12 +580,12 @@ func (b *bench) scaleReport() string {
 			objs := max(r20.Req.Get-3, 0)
 			serial := float64(r20.Req.List+min(r20.Req.Get, 3)) * 0.020
 			fetch := float64((int(objs)+n-1)/n) * 0.020
-			p("Where the time goes (%s, %d h): restore at 20 ms takes %.2f s against %.2f s at 0 ms (%s). It makes %d LISTs and %d GETs, %d of them journal objects. At 20 ms a request, the LISTs and the snapshot's GETs, one after the other, take at least %.2f s; the journal objects, fetched %d at a time (store.Read's prefetch), at least %.2f s more unless the replay hides them",
-				s.Name, ch.Hours, medianSec(r20.Walls), medianSec(r0.Walls), ratio(r20, r0), r20.Req.List, r20.Req.Get, objs, serial, n, fetch)
+			p("Where the time goes (%s, %d h): restore at 20 ms takes %.2f s against %.2f s at 0 ms (%s). It makes %d LISTs and %d GETs, %d of them journal objects; the proxy delays each request once, before forwarding it. At 20 ms, the LISTs and the snapshot's GETs, made one after the other, take at least %.2f s, and the journal objects, fetched %d at a time (store.Read's prefetch), at least %.2f s: a floor of %.2f s of round trips under the %.2f s measured, the replay running meanwhile",
+				s.Name, ch.Hours, medianSec(r20.Walls), medianSec(r0.Walls), ratio(r20, r0), r20.Req.List, r20.Req.Get, objs, serial, n, fetch, serial+fetch, medianSec(r20.Walls))
 			if objs > int64(4*n) {
-				p("; fewer, larger objects (the roll-up rows) remove them")
+				p("; fewer, larger objects (the roll-up rows) remove most of them")
 			}
-			p(" (the proxy delays each request once, before forwarding it). Measured difference: %.2f s; round-trip floor: %.2f s.\n\n", medianSec(r20.Walls)-medianSec(r0.Walls), serial+fetch)
+			p(".\n\n")
 		}
 	}
 	p("Framing 1 wrote a payload and a manifest per segment (2 PUTs); `list` read every manifest (one GET each) and restore fetched each segment's manifest and payload one after the other; its row above is that pattern's arithmetic, not a measurement.\n\n")
