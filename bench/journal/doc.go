@@ -15,7 +15,8 @@
 //  3. etcd put latency (p50, p99) at 1000 txn/s with and without the agent.
 //
 //  4. Replay speed: `restore latest` of a journal of ≥ 100k events vs
-//     `restore --no-journal`.
+//     `restore --no-journal`, then internal/restore.Execute of the same
+//     restore in process under the CPU profiler, grouped by kind.
 //
 //  5. Journal at scale (section "Journal at scale", its own markers
 //     <!-- journal-scale:begin/end --> right after the journal section):
@@ -38,7 +39,9 @@
 // section only (writing synthetic chains and rolling them up in process),
 // internal/faultproxy, internal/format, internal/journal/codec,
 // internal/journal/rollup, internal/journal/store, internal/repo and
-// internal/storage/backends. The scale section also needs versitygw.
+// internal/storage/backends; for the replay profile, internal/restore
+// (with internal/repo and internal/storage/backends). The scale section
+// also needs versitygw.
 //
-// Imports: bench/internal/benchkit, bench/internal/s3bench, internal/faultproxy, internal/format, internal/journal/codec, internal/journal/rollup, internal/journal/store, internal/repo, internal/storage/backends, go.etcd.io/etcd/client/v3
+// Imports: bench/internal/benchkit, bench/internal/s3bench, internal/faultproxy, internal/format, internal/journal/codec, internal/journal/rollup, internal/journal/store, internal/repo, internal/restore, internal/storage/backends, go.etcd.io/etcd/client/v3
 package main
