@@ -31,14 +31,14 @@ type analysis struct {
 	StreamOnly []sample // in-process: etcd leader -> io.Discard
 	Stages     []stage  // in-process: the encoder's parts on the snapshot bytes in memory
 	Profiled   sample   // in-process backup.Run to file:// under the CPU profiler
-	Categories []cpuShare
-	Top        []cpuShare
+	Categories []benchkit.Share
+	Top        []benchkit.Share
 	ProfileErr string
 	// In-process restore.Execute of one member from the file:// repository
 	// under the CPU profiler.
 	Restore           sample
-	RestoreCategories []cpuShare
-	RestoreTop        []cpuShare
+	RestoreCategories []benchkit.Share
+	RestoreTop        []benchkit.Share
 	RestoreErr        string
 }
 
@@ -48,10 +48,6 @@ type stage struct {
 	CPU    time.Duration
 	Output int64
 }
-
-type cpuShare = benchkit.Share
-
-func selfCPU() time.Duration { return benchkit.SelfCPU() }
 
 // countWriter counts and discards.
 type countWriter struct{ n int64 }
@@ -135,12 +131,12 @@ func (b *bench) analyse(ctx context.Context, cl *cluster, profileName, ref, dir 
 				return nil, err
 			}
 			runtime.GC()
-			c0, t0 := selfCPU(), time.Now()
+			c0, t0 := benchkit.SelfCPU(), time.Now()
 			out, err := j.run()
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", j.name, err)
 			}
-			st := stage{Name: j.name, Wall: time.Since(t0), CPU: selfCPU() - c0, Output: out}
+			st := stage{Name: j.name, Wall: time.Since(t0), CPU: benchkit.SelfCPU() - c0, Output: out}
 			if try == 0 || st.Wall < best.Wall {
 				best = st
 			}
@@ -193,7 +189,7 @@ func (b *bench) profileRestore(ctx context.Context, repoDir, dir, profileName st
 	if rerr != nil {
 		return fmt.Errorf("restore.Execute: %w", rerr)
 	}
-	an.RestoreCategories, an.RestoreTop, err = pprofTop(ctx, profPath)
+	an.RestoreCategories, an.RestoreTop, err = benchkit.PprofTop(ctx, profPath, categories)
 	return err
 }
 
@@ -210,11 +206,6 @@ func profiled(path string, lead *member, fn func()) (sample, error) {
 		s.LeaderCPU = benchkit.ProcCPU(lead.cmd.Process.Pid) - l0
 	}
 	return s, err
-}
-
-// pprofTop summarises a CPU profile by the categories below.
-func pprofTop(ctx context.Context, path string) (cats, top []cpuShare, err error) {
-	return benchkit.PprofTop(ctx, path, categories)
 }
 
 // zstdAlone compresses raw with format.NewEncoder's zstd settings.
@@ -254,7 +245,7 @@ func streamOnly(ctx context.Context, lead *member) (sample, error) {
 	}
 	defer cli.Close()
 	pid := lead.cmd.Process.Pid
-	l0, c0, t0 := benchkit.ProcCPU(pid), selfCPU(), time.Now()
+	l0, c0, t0 := benchkit.ProcCPU(pid), benchkit.SelfCPU(), time.Now()
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		return sample{}, err
@@ -263,7 +254,7 @@ func streamOnly(ctx context.Context, lead *member) (sample, error) {
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return sample{}, fmt.Errorf("stream snapshot: %w", err)
 	}
-	return sample{Wall: time.Since(t0), CPU: selfCPU() - c0, LeaderCPU: benchkit.ProcCPU(pid) - l0}, nil
+	return sample{Wall: time.Since(t0), CPU: benchkit.SelfCPU() - c0, LeaderCPU: benchkit.ProcCPU(pid) - l0}, nil
 }
 
 // profileBackup runs internal/backup.Run (what `etcd-backup snapshot`
@@ -295,7 +286,7 @@ func (b *bench) profileBackup(ctx context.Context, cl *cluster, lead *member, di
 	if rerr != nil {
 		return fmt.Errorf("backup.Run: %w", rerr)
 	}
-	an.Categories, an.Top, err = pprofTop(ctx, profPath)
+	an.Categories, an.Top, err = benchkit.PprofTop(ctx, profPath, categories)
 	return err
 }
 

@@ -321,8 +321,8 @@ func peakHeap() (stop func() uint64) {
 }
 
 // BenchmarkReplay measures a restore's replay end to end: the journal
-// objects of a Kubernetes-like workload (-replay-revisions, see
-// k8sGen) read from a local repository (store.Source: fetch, zstd,
+// objects of a Kubernetes-like workload (k8sGen) or of new keys only
+// (-replay-workload, -replay-revisions) read from a local repository (store.Source: fetch, zstd,
 // checks, decoding) and applied by Apply to a database of k8sObjects
 // objects. It reports revisions/s and the peak heap.
 func BenchmarkReplay(b *testing.B) {
